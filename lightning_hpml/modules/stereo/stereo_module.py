@@ -57,6 +57,8 @@ class StereoModule(L.LightningModule):
         max_disp: Colour-map range for logged images (ground-truth validity is decided by the DataModule).
         supervised_outputs: Output keys holding multi-scale prediction lists that the loss supervises.
         log_images: Log a (left, prediction, ground truth, error) picture of the first validation batch per epoch.
+        init_ckpt_path: Lightning checkpoint whose ``net`` weights initialise the model before training (fine-tuning,
+            e.g. KITTI from Scene Flow). Resuming with ``ckpt_path`` restores everything afterwards as usual.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class StereoModule(L.LightningModule):
         max_disp: float = 192.0,
         supervised_outputs: Sequence[str] = ("stage1", "stage2"),
         log_images: bool = True,
+        init_ckpt_path: str | None = None,
     ) -> None:
         super().__init__()
         if lr <= 0:
@@ -89,6 +92,20 @@ class StereoModule(L.LightningModule):
 
     def forward(self, left: Tensor, right: Tensor) -> dict[str, Any]:
         return self.net(left, right)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.init_ckpt_path:
+            self.load_net_weights(self.hparams.init_ckpt_path)
+
+    def load_net_weights(self, path: str) -> None:
+        """Load the ``net.*`` weights of a Lightning checkpoint (strictly: every key must match)."""
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        if "state_dict" not in checkpoint:
+            raise ValueError(f"{path}: not a Lightning checkpoint (no 'state_dict' entry)")
+        net_state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+        if not net_state:
+            raise ValueError(f"{path}: checkpoint has no 'net.*' weights")
+        self.net.load_state_dict(net_state, strict=True)
 
     def current_loss_weights(self) -> list[float]:
         index, _ = round_at_epoch(self.loss_rounds, self.current_epoch)

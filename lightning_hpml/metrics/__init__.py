@@ -1,0 +1,26 @@
+"""Metrics as :class:`torchmetrics.Metric` subclasses, each with a functional twin.
+
+Stereo disparity: :class:`EndPointError` / :func:`end_point_error` (pixels), :class:`BadPixelRate` /
+:func:`bad_pixel_rate` and :class:`D1Error` / :func:`d1_error` (fractions in [0, 1]), and
+:func:`stereo_metric_collection`, the set a stereo LightningModule logs as ``val/epe``, ``val/d1_all``,
+``val/bad_1px`` ... All keep sums and counts reduced with ``sum`` across processes, so values under DDP are over the
+union of pixels.
+"""
+
+from __future__ import annotations
+
+from lightning_hpml.metrics.bad_pixel import BadPixelRate, bad_pixel_rate
+from lightning_hpml.metrics.d1 import D1Error, d1_error
+from lightning_hpml.metrics.epe import EndPointError, end_point_error
+from lightning_hpml.metrics.stereo import bad_pixel_metric_name, stereo_metric_collection
+
+__all__ = [
+    "BadPixelRate",
+    "D1Error",
+    "EndPointError",
+    "bad_pixel_metric_name",
+    "bad_pixel_rate",
+    "d1_error",
+    "end_point_error",
+    "stereo_metric_collection",
+]
