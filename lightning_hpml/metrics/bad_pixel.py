@@ -114,8 +114,8 @@ class BadPixelRate(Metric):
     def update(self, pred: Tensor, target: Tensor, valid: Tensor | None = None) -> None:
         """Add one batch; see :func:`bad_pixel_rate` for the inputs."""
         bad, total = _bad_pixel_update(pred, target, valid, self.threshold)
-        self.bad += bad
-        self.total += total
+        self.bad = self.bad + bad  # out of place: states reset under inference_mode stay usable
+        self.total = self.total + total  # out of place: states reset under inference_mode stay usable
 
     def compute(self) -> Tensor:
         """Return the bad-pixel fraction over all accumulated valid pixels, ``nan`` if there were none."""

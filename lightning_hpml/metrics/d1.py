@@ -130,8 +130,8 @@ class D1Error(Metric):
     def update(self, pred: Tensor, target: Tensor, valid: Tensor | None = None) -> None:
         """Add one batch; see :func:`d1_error` for the inputs."""
         outliers, total = _d1_update(pred, target, valid, self.abs_threshold, self.rel_threshold)
-        self.outliers += outliers
-        self.total += total
+        self.outliers = self.outliers + outliers  # out of place: states reset under inference_mode stay usable
+        self.total = self.total + total  # out of place: states reset under inference_mode stay usable
 
     def compute(self) -> Tensor:
         """Return the D1 rate over all accumulated valid pixels, ``nan`` if there were none."""

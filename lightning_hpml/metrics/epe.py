@@ -108,8 +108,8 @@ class EndPointError(Metric):
     def update(self, pred: Tensor, target: Tensor, valid: Tensor | None = None) -> None:
         """Add one batch; see :func:`end_point_error` for the inputs."""
         err_sum, count = _epe_update(pred, target, valid)
-        self.err_sum += err_sum
-        self.count += count
+        self.err_sum = self.err_sum + err_sum  # out of place: states reset under inference_mode stay usable
+        self.count = self.count + count  # out of place: states reset under inference_mode stay usable
 
     def compute(self) -> Tensor:
         """Return the EPE over all accumulated valid pixels, ``nan`` if there were none."""

@@ -294,6 +294,21 @@ def test_reset_clears_state() -> None:
     assert metric.compute().item() == 0.0
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_collection_matches_cpu_reference() -> None:
+    rng = np.random.default_rng(8)
+    batches = [make_batch(rng, (2, 1, 16, 24), noise, 0.7) for noise in (0.5, 4.0)]
+    metrics = stereo_metric_collection(prefix="test/").to("cuda")
+    for batch in batches:
+        p, t, v = (x.cuda() for x in tensors(batch))
+        metrics.update(p, t, v)
+    result = metrics.compute()
+    for key, value in np_all(*concat(batches)).items():
+        assert result[f"test/{key}"].device.type == "cuda"
+        assert result[f"test/{key}"].item() == pytest.approx(value, rel=1e-5), key
+
+
 @pytest.mark.parametrize(
     "module",
     [
@@ -384,3 +399,19 @@ def test_ddp_gloo_two_processes_reduce_over_the_union(tmp_path: Path) -> None:
         for key in ("epe", "d1_all", "bad_3px"):
             assert result[f"single/{key}"] == pytest.approx(expected[key], rel=1e-5), (rank, key)
         assert result["val/epe_again"] == pytest.approx(expected["epe"], rel=1e-5)
+
+
+def test_metric_reset_inside_inference_mode_can_update_outside_it():
+    # Lightning's validate() runs under inference_mode; a later fit() must still be able to update the states.
+    from lightning_hpml.metrics import stereo_metric_collection
+
+    metrics = stereo_metric_collection(prefix="val/")
+    pred, target = torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4)
+    valid = torch.ones_like(target, dtype=torch.bool)
+    with torch.inference_mode():
+        metrics.update(pred, target, valid)
+        metrics.compute()
+        metrics.reset()
+    with torch.no_grad():
+        metrics.update(pred, target, valid)
+    assert torch.isclose(metrics.compute()["val/epe"], (pred - target).abs().mean())

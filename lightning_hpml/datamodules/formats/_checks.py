@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["as_float32_image", "as_valid_mask", "make_parent", "read_file_bytes", "require_file"]
+__all__ = ["as_float32_image", "as_valid_mask", "check_float_map", "make_parent", "read_file_bytes", "require_file"]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -50,11 +50,8 @@ def make_parent(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def as_float32_image(array: object, name: str, *, allowed_channels: tuple[int, ...] = (1, 3)) -> np.ndarray:
-    """Validate a floating-point map of shape (H, W) or (H, W, C) and return it as C-contiguous float32.
-
-    float64 input is narrowed to float32; a finite value too large for float32 is an error rather than a silent
-    ``inf``, because ``inf`` marks invalid pixels in PFM and EXR disparity files.
+def check_float_map(array: object, name: str, *, allowed_channels: tuple[int, ...] = (1, 3)) -> np.ndarray:
+    """Check that ``array`` is a non-empty floating-point numpy array of shape (H, W) or (H, W, C); return it.
 
     Args:
         array: The user's array.
@@ -63,7 +60,7 @@ def as_float32_image(array: object, name: str, *, allowed_channels: tuple[int, .
 
     Raises:
         TypeError: ``array`` is not a numpy array.
-        ValueError: Wrong dtype, shape, empty, or float32 overflow.
+        ValueError: Wrong dtype, shape, or empty.
     """
     if not isinstance(array, np.ndarray):
         raise TypeError(f"`{name}` must be a numpy array, got {type(array).__name__}")
@@ -80,6 +77,20 @@ def as_float32_image(array: object, name: str, *, allowed_channels: tuple[int, .
         raise ValueError(f"`{name}` must have shape {expected}, got {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"`{name}` must not be empty, got shape {array.shape}")
+    return array
+
+
+def as_float32_image(array: object, name: str, *, allowed_channels: tuple[int, ...] = (1, 3)) -> np.ndarray:
+    """Validate like :func:`check_float_map` and return the map as C-contiguous float32.
+
+    float64 input is narrowed to float32; a finite value too large for float32 is an error rather than a silent
+    ``inf``, because ``inf`` marks invalid pixels in PFM and EXR disparity files.
+
+    Raises:
+        TypeError: ``array`` is not a numpy array.
+        ValueError: Wrong dtype, shape, empty, or float32 overflow.
+    """
+    array = check_float_map(array, name, allowed_channels=allowed_channels)
     if array.dtype.itemsize > 4:
         finite = np.isfinite(array)
         too_big = finite & (np.abs(array) > _FLOAT32_MAX)

@@ -8,18 +8,22 @@ Two decoders, chosen per file:
 
 * A built-in decoder for single-part scanline files with ``NO``, ``RLE``, ``ZIPS`` or ``ZIP`` compression and
   ``HALF``/``FLOAT`` channels, written from the OpenEXR file-layout specification. It reads channels by name, so a
-  one-channel file works whatever the channel is called.
-* OpenCV's ``cv2.imread`` for everything else (``PIZ``, ``PXR24``, ``B44``, ``DWA``, tiled), when OpenCV was built
-  with OpenEXR. ``OPENCV_IO_ENABLE_OPENEXR`` is set below, before ``cv2`` is imported; OpenCV reads it at the first
-  EXR access, so setting it here also works if another module imported ``cv2`` first. OpenCV maps channels by
-  name: a file with any of ``R``/``G``/``B`` comes back as 3-channel BGR with the missing ones filled with 0 (so an
-  IRS ``G``-only disparity would come back as ``(H, W, 3)`` with zeros in B and R), a ``Y``- or ``Z``-only file as
-  one channel. :func:`read_exr` undoes this from the channel list in the header.
+  one-channel file works whatever the channel is called, and it does not depend on how OpenCV was built. The tests
+  check it bit for bit against the OpenEXR library bundled with OpenCV (files written by OpenCV with each of these
+  compressions, HALF and FLOAT) and against FFmpeg's EXR decoder.
+* OpenCV's ``cv2.imread`` for everything else (``PIZ``, ``PXR24``, ``B44``, tiled, ...), when OpenCV was built with
+  OpenEXR. ``OPENCV_IO_ENABLE_OPENEXR`` is set below, before ``cv2`` is imported; OpenCV reads it at the first EXR
+  access, so setting it here also works if another module imported ``cv2`` first. OpenCV maps channels by name: a
+  file with any of ``R``/``G``/``B`` comes back as 3-channel BGR with the missing ones filled with 0, so an IRS
+  ``G``-only disparity comes back as ``(H, W, 3)`` with zeros in B and R; a ``Y``- or ``Z``-only file comes back as
+  one channel, and a single-channel array is written as ``Y``. :func:`read_exr` undoes this from the channel list
+  in the header. Not every compression OpenCV can write it can read back (``DWAA`` with the bundled OpenEXR 2.3).
 
-The ``opencv-python-headless`` 5.0 wheels are built without OpenEXR (``cv2.getBuildInformation()`` lists
-``OpenEXR: NO``): there ``cv2.imread``/``cv2.imwrite`` cannot handle ``.exr`` at all, so only the built-in decoder is
-available and :func:`write_exr` always uses the built-in encoder (``ZIP`` by default, FLOAT channels). That also keeps
-the channel name under our control: OpenCV would name a single channel ``Y``.
+The ``opencv-python-headless`` 4.x wheels bundle OpenEXR 2.3; the 5.0 wheels are built without it
+(``cv2.getBuildInformation()`` lists ``OpenEXR: NO``) and then ``cv2`` cannot touch ``.exr`` at all, which the
+built-in decoder covers for the compressions datasets use. :func:`write_exr` always uses the built-in encoder
+(``ZIP`` by default, FLOAT channels): its output is the same with any OpenCV, and it can name a single channel ``G``
+as IRS does, which ``cv2.imwrite`` cannot.
 """
 
 from __future__ import annotations
@@ -28,19 +32,19 @@ import os
 
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
 
-import functools  # noqa: E402
-import struct  # noqa: E402
-import zlib  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Literal  # noqa: E402
+import functools
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from lightning_hpml.datamodules.formats._checks import as_float32_image, make_parent, read_file_bytes  # noqa: E402
-from lightning_hpml.datamodules.formats.errors import EXRFormatError  # noqa: E402
+from lightning_hpml.datamodules.formats._checks import as_float32_image, make_parent, read_file_bytes
+from lightning_hpml.datamodules.formats.errors import EXRFormatError
 
 __all__ = ["ExrChannel", "ExrHeader", "opencv_has_exr", "read_exr", "read_exr_header", "write_exr"]
 
@@ -317,6 +321,11 @@ def _decode_builtin(path: Path, data: bytes, header: ExrHeader, wanted: tuple[st
         dtype = _PIXEL_TYPES[ch.pixel_type][1]
         layout.append((ch.name, dtype, line_bytes))
         line_bytes += width * dtype.itemsize
+    # zlib cannot shrink data by much more than 1000:1, so a larger claim is a corrupt header, not a real image;
+    # refusing it avoids allocating gigabytes for a few-byte file.
+    if height * line_bytes > 1100 * len(data) + 4096:
+        raise EXRFormatError(path, f"data window {width} x {height} with {len(layout)} channel(s) is implausibly "
+                                   f"large for a file of {len(data)} bytes (corrupt header?)")
     planes = {name: np.empty((height, width), dtype=dtype) for name, dtype, _ in layout if name in wanted}
     seen = np.zeros(n_blocks, dtype=bool)
     for offset in offsets.tolist():
@@ -445,8 +454,8 @@ def read_exr(path: str | os.PathLike[str], channels: str | Sequence[str] | None 
         kind = "deep" if header.deep else "multi-part" if header.multipart else "tiled" if header.tiled else "scanline"
         raise EXRFormatError(p, f"{kind} file with {header.compression_name} compression: the built-in decoder "
                                 "reads single-part scanline files with NO, RLE, ZIPS or ZIP compression, and this "
-                                "OpenCV build has no OpenEXR support. Re-save the file with ZIP compression, or use "
-                                "an OpenCV built with OpenEXR")
+                                "OpenCV build has no OpenEXR support. Re-save it as a scanline file with ZIP "
+                                "compression, or use an OpenCV built with OpenEXR")
     if flat:
         return np.ascontiguousarray(planes[0], dtype=np.float32)
     return np.ascontiguousarray(np.stack(planes, axis=-1), dtype=np.float32)

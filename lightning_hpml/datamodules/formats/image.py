@@ -45,7 +45,7 @@ def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
                                           "expected an 8-bit RGB, RGBA, grey or palette image")
             im.load()
             rgb = im if mode == "RGB" else im.convert("RGB")
-            array = np.asarray(rgb, dtype=np.uint8)
+            array = np.array(rgb, dtype=np.uint8, order="C", copy=True)
     except ImageFormatError:
         raise
     except UnidentifiedImageError:
@@ -54,7 +54,7 @@ def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as err:
         # Pillow raises OSError for truncated data, SyntaxError/ValueError for broken headers or chunks.
         raise ImageFormatError(p, f"image data could not be decoded ({type(err).__name__}: {err})") from err
-    return np.ascontiguousarray(array)
+    return array
 
 
 def write_rgb(path: str | os.PathLike[str], array: np.ndarray) -> None:

@@ -13,7 +13,7 @@ import os
 import cv2
 import numpy as np
 
-from lightning_hpml.datamodules.formats._checks import as_float32_image, as_valid_mask, make_parent, require_file
+from lightning_hpml.datamodules.formats._checks import as_valid_mask, check_float_map, make_parent, require_file
 from lightning_hpml.datamodules.formats._png import read_png_info
 from lightning_hpml.datamodules.formats.errors import KittiDisparityFormatError
 
@@ -54,7 +54,8 @@ def read_kitti_disparity(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.n
         raise KittiDisparityFormatError(p, f"is a {info.describe()} PNG; expected {_EXPECTED}")
     raw = cv2.imread(os.fspath(p), cv2.IMREAD_UNCHANGED)
     if raw is None:
-        raise KittiDisparityFormatError(p, f"PNG data could not be decoded (corrupt or truncated); expected {_EXPECTED}")
+        raise KittiDisparityFormatError(p, "PNG data could not be decoded (corrupt or truncated); expected "
+                                           f"{_EXPECTED}")
     if raw.dtype != np.uint16 or raw.ndim != 2 or raw.shape != (info.height, info.width):
         raise KittiDisparityFormatError(p, f"decoded to {raw.dtype} {raw.shape}, expected uint16 "
                                            f"({info.height}, {info.width})")
@@ -64,7 +65,8 @@ def read_kitti_disparity(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.n
 
 def encode_kitti_disparity(disp: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Encode a disparity map as the uint16 array a KITTI PNG stores (see :func:`write_kitti_disparity`)."""
-    d = as_float32_image(disp, "disp", allowed_channels=(1,))
+    # Quantise from the caller's precision (float64 stays float64) so rounding happens once.
+    d = np.asarray(check_float_map(disp, "disp", allowed_channels=(1,)), dtype=np.float64)
     finite = np.isfinite(d)
     if valid is not None:
         v = as_valid_mask(valid, d.shape)
@@ -75,7 +77,7 @@ def encode_kitti_disparity(disp: np.ndarray, valid: np.ndarray | None = None) ->
         mask = v
     else:
         mask = finite
-    values = d[mask].astype(np.float64)
+    values = d[mask]
     if values.size:
         low, high = float(values.min()), float(values.max())
         if low < 0.0 or high > KITTI_MAX_DISPARITY:

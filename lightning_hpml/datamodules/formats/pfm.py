@@ -104,7 +104,8 @@ def read_pfm(path: str | os.PathLike[str]) -> np.ndarray:
     dtype = np.dtype("<f4" if scale < 0 else ">f4")
     shape = (height, width) if channels == 1 else (height, width, 3)
     pixels = np.frombuffer(data, dtype=dtype, count=width * height * channels, offset=offset).reshape(shape)
-    return np.ascontiguousarray(pixels[::-1], dtype=np.float32)
+    # Always copy: a one-row flip is still a view of the (read-only) file buffer.
+    return np.array(pixels[::-1], dtype=np.float32, order="C", copy=True)
 
 
 def write_pfm(path: str | os.PathLike[str], array: np.ndarray, little_endian: bool = True) -> None:

@@ -13,7 +13,7 @@ import os
 import cv2
 import numpy as np
 
-from lightning_hpml.datamodules.formats._checks import as_float32_image, make_parent, require_file
+from lightning_hpml.datamodules.formats._checks import check_float_map, make_parent, require_file
 from lightning_hpml.datamodules.formats._png import read_png_info
 from lightning_hpml.datamodules.formats.errors import SintelDisparityFormatError
 
@@ -76,12 +76,13 @@ def write_sintel_disparity(path: str | os.PathLike[str], disp: np.ndarray) -> No
     """
     if not os.fspath(path).lower().endswith(".png"):
         raise ValueError(f"`path` must end in .png for a Sintel disparity PNG, got {os.fspath(path)!r}")
-    d = as_float32_image(disp, "disp", allowed_channels=(1,))
+    # Quantise from the caller's precision (float64 stays float64) so rounding happens once.
+    d = np.asarray(check_float_map(disp, "disp", allowed_channels=(1,)), dtype=np.float64)
     finite = np.isfinite(d)
     if not finite.all():
         raise ValueError(f"`disp` has {int((~finite).sum())} non-finite values; the Sintel format has no invalid "
                          "marker")
-    codes = np.rint(d.astype(np.float64) * 2.0 ** _FRACTION_BITS)
+    codes = np.rint(d * 2.0 ** _FRACTION_BITS)
     out_of_range = (d < 0) | (codes >= 2 ** 24)
     if out_of_range.any():
         raise ValueError(f"`disp` has {int(out_of_range.sum())} values outside [0, {SINTEL_MAX_DISPARITY:g}) after "

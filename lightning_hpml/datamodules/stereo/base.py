@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 from typing_extensions import override
@@ -39,7 +40,7 @@ from lightning_hpml.datamodules.stereo.samples import StereoSample, check_sample
 from lightning_hpml.datamodules.stereo.sampling import EpochSeededSampler
 from lightning_hpml.datamodules.stereo.transforms import StereoTrainTransform
 
-__all__ = ["StereoDataModule", "Split", "stereo_collate", "synthetic_cache_dir", "synthetic_image_size"]
+__all__ = ["Split", "StereoDataModule", "stereo_collate", "synthetic_cache_dir", "synthetic_image_size"]
 
 Split = Literal["train", "val", "test", "predict"]
 
@@ -124,7 +125,7 @@ class StereoDataModule(L.LightningDataModule, ABC):
         eval_batch_size: int = 1,
         num_workers: int = 2,
         crop_size: tuple[int, int] = (384, 768),
-        max_disp: int | None = 192,
+        max_disp: float | None = 192.0,
         augment: bool = True,
         synthetic_dir: str | None = None,
         synthetic_options: dict | None = None,
@@ -229,6 +230,7 @@ class StereoDataModule(L.LightningDataModule, ABC):
                 f"synthetic_dir {target} is not empty and is not a complete synthetic tree written with the "
                 f"options {self._synthetic_key()}; delete it or choose another synthetic_dir"
             )
+        rank_zero_info(f"{type(self).__name__}: writing a synthetic dataset to {target} (once; reused afterwards)")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:

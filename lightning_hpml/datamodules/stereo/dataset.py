@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import Dataset
 
 from lightning_hpml.datamodules.formats import read_disparity, read_rgb
-from lightning_hpml.datamodules.stereo.sampling import sample_rng
 from lightning_hpml.datamodules.stereo.samples import StereoSample
+from lightning_hpml.datamodules.stereo.sampling import sample_rng
 
 __all__ = ["StereoDataset"]
 

@@ -36,7 +36,7 @@ from lightning_hpml.datamodules.stereo.base import Split, StereoDataModule, synt
 from lightning_hpml.datamodules.stereo.samples import StereoSample
 from lightning_hpml.datamodules.synthetic import write_kitti_stereo
 
-__all__ = ["FADNET_KITTI2012_NUM_TRAIN", "FADNET_KITTI2015_VAL_INDICES", "KITTIStereoDataModule", "KITTI_FOLDERS"]
+__all__ = ["FADNET_KITTI2012_NUM_TRAIN", "FADNET_KITTI2015_VAL_INDICES", "KITTI_FOLDERS", "KITTIStereoDataModule"]
 
 FADNET_KITTI2015_VAL_INDICES: tuple[int, ...] = (
     1, 6, 26, 38, 43, 49, 67, 81, 89, 109, 122, 129, 132, 141, 152, 159, 171, 179, 184, 187,
@@ -88,7 +88,7 @@ class KITTIStereoDataModule(StereoDataModule):
         eval_batch_size: int = 1,
         num_workers: int = 2,
         crop_size: tuple[int, int] = (256, 512),
-        max_disp: int | None = 192,
+        max_disp: float | None = 192.0,
         augment: bool = True,
         synthetic_dir: str | None = None,
         synthetic_options: dict | None = None,
@@ -109,7 +109,8 @@ class KITTIStereoDataModule(StereoDataModule):
             bad = [i for i in val_indices if not isinstance(i, int) or isinstance(i, bool) or i < 0]
             if bad or not val_indices or len(set(val_indices)) != len(val_indices):
                 raise ValueError(
-                    f"`val_indices` must be a non-empty list of distinct non-negative frame numbers, got {val_indices!r}"
+                    "`val_indices` must be a non-empty list of distinct non-negative frame numbers, "
+                    f"got {val_indices!r}"
                 )
         super().__init__(
             root=root,

@@ -92,7 +92,7 @@ class SceneFlowDataModule(StereoDataModule):
         eval_batch_size: int = 1,
         num_workers: int = 2,
         crop_size: tuple[int, int] = (384, 768),
-        max_disp: int | None = 192,
+        max_disp: float | None = 192.0,
         augment: bool = True,
         synthetic_dir: str | None = None,
         synthetic_options: dict | None = None,

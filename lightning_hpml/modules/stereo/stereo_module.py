@@ -54,7 +54,8 @@ class StereoModule(L.LightningModule):
         lr_halving_epochs: The learning rate halves every this many epochs within a round.
         betas: Adam betas.
         amsgrad: Use AMSGrad (the official recipe does).
-        max_disp: Colour-map range for logged images (ground-truth validity is decided by the DataModule).
+        image_max_disp: Colour-map range (pixels) of logged disparity images; None scales each image to its own
+            ground-truth maximum. (Ground-truth validity, including the 192 px cap, is decided by the DataModule.)
         supervised_outputs: Output keys holding multi-scale prediction lists that the loss supervises.
         log_images: Log a (left, prediction, ground truth, error) picture of the first validation batch per epoch.
         init_ckpt_path: Lightning checkpoint whose ``net`` weights initialise the model before training (fine-tuning,
@@ -69,7 +70,7 @@ class StereoModule(L.LightningModule):
         lr_halving_epochs: int = 10,
         betas: tuple[float, float] = (0.9, 0.999),
         amsgrad: bool = True,
-        max_disp: float = 192.0,
+        image_max_disp: float | None = None,
         supervised_outputs: Sequence[str] = ("stage1", "stage2"),
         log_images: bool = True,
         init_ckpt_path: str | None = None,
@@ -86,6 +87,7 @@ class StereoModule(L.LightningModule):
             raise ValueError("`loss_rounds` must contain at least one round")
         self.size_divisor = int(getattr(net, "size_divisor", 1))
         self.criterion = MultiScaleDisparityLoss()
+        self.train_epe = EndPointError()
         self.val_metrics = stereo_metric_collection(prefix="val/")
         self.val_epe_stage1 = EndPointError()
         self.test_metrics = stereo_metric_collection(prefix="test/")
@@ -116,11 +118,10 @@ class StereoModule(L.LightningModule):
         weights = self.current_loss_weights()
         target, valid = batch["disparity"], batch["valid"]
         loss = sum(self.criterion(out[key], target, valid, weights) for key in self.hparams.supervised_outputs)
-        with torch.no_grad():
-            epe = (out["disparity"] - target).abs()[valid].mean() if valid.any() else target.new_tensor(float("nan"))
+        self.train_epe(out["disparity"].detach(), target, valid)
         batch_size = target.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
-        self.log("train/epe", epe, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self.log("train/epe", self.train_epe, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("train/round", float(round_at_epoch(self.loss_rounds, self.current_epoch)[0]), batch_size=batch_size)
         return loss
 
@@ -178,6 +179,6 @@ class StereoModule(L.LightningModule):
         if not isinstance(self.logger, TensorBoardLogger) or self.trainer.sanity_checking:
             return
         panel = stereo_panel(
-            batch["left"][0], pred[0, 0], batch["disparity"][0, 0], batch["valid"][0, 0], max_disp=self.hparams.max_disp
+            batch["left"][0], pred[0, 0], batch["disparity"][0, 0], batch["valid"][0, 0], max_disp=self.hparams.image_max_disp
         )
         self.logger.experiment.add_image("val/disparity", panel, self.global_step, dataformats="HWC")

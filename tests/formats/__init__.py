@@ -1,0 +1,1 @@
+"""Tests of the stereo file-format layer ``lightning_hpml.datamodules.formats``."""
