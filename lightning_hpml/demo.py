@@ -46,7 +46,9 @@ def run(config: str, output_dir: Path) -> int:
         return 2
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    cli = cli_main(["--config", config, "--trainer.default_root_dir", str(output_dir)], run=False)
+    sys.argv = sys.argv[:1]  # the CLI gets its arguments below, not from this script's command line
+    cli = cli_main(["--config", config, "--trainer.default_root_dir", str(output_dir),
+                    "--trainer.logger.init_args.save_dir", str(output_dir)], run=False)
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     before = _validate(trainer, model, data)
     trainer.fit(model, datamodule=data)
