@@ -20,6 +20,7 @@ from lightning_hpml.datamodules.formats import (
     FormatError,
     PFMFormatError,
     read_disparity,
+    read_exr_channels,
     write_disparity,
     write_exr,
     write_pfm,
@@ -69,17 +70,18 @@ def test_sintel_png_is_detected_by_header(tmp_path: Path) -> None:
     np.testing.assert_array_equal(valid, [[False, True, True]])
 
 
-def test_irs_style_exr(tmp_path: Path) -> None:
+def test_exr_nan_is_invalid(tmp_path: Path) -> None:
+    # IRS's own single 'G' channel files are covered in test_exr.py.
     disp = np.array([[48.0, 4.8], [np.nan, 0.5]], dtype=np.float32)
-    write_exr(tmp_path / "d_00001.exr", disp, channel_name="G")
+    write_exr(tmp_path / "d_00001.exr", disp)
     back, valid = read_disparity(tmp_path / "d_00001.exr")
     np.testing.assert_array_equal(valid, [[True, True], [False, True]])
     np.testing.assert_array_equal(back[valid], disp[valid])
 
 
-def test_write_disparity_exr_uses_irs_channel_name(tmp_path: Path) -> None:
+def test_write_disparity_exr_writes_one_channel(tmp_path: Path) -> None:
     write_disparity(tmp_path / "d.exr", np.ones((2, 2)))
-    assert b"G\0" in (tmp_path / "d.exr").read_bytes()[:60]
+    assert read_exr_channels(tmp_path / "d.exr") == {"Y": "FLOAT"}
 
 
 def _expect(error: type[FormatError], path: Path, *fragments: str) -> None:

@@ -18,14 +18,7 @@ from lightning_hpml.datamodules.formats.errors import (
     PFMFormatError,
     SintelDisparityFormatError,
 )
-from lightning_hpml.datamodules.formats.exr import (
-    ExrChannel,
-    ExrHeader,
-    opencv_has_exr,
-    read_exr,
-    read_exr_header,
-    write_exr,
-)
+from lightning_hpml.datamodules.formats.exr import opencv_has_exr, read_exr, read_exr_channels, write_exr
 from lightning_hpml.datamodules.formats.image import read_rgb, write_rgb
 from lightning_hpml.datamodules.formats.kitti_png import (
     KITTI_DISPARITY_SCALE,
@@ -49,8 +42,6 @@ __all__ = [
     "SINTEL_DISPARITY_STEP",
     "SINTEL_MAX_DISPARITY",
     "EXRFormatError",
-    "ExrChannel",
-    "ExrHeader",
     "FormatError",
     "ImageFormatError",
     "KittiDisparityFormatError",
@@ -60,7 +51,7 @@ __all__ = [
     "opencv_has_exr",
     "read_disparity",
     "read_exr",
-    "read_exr_header",
+    "read_exr_channels",
     "read_kitti_disparity",
     "read_pfm",
     "read_rgb",

@@ -84,9 +84,10 @@ def read_disparity(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
 def write_disparity(path: str | os.PathLike[str], disp: np.ndarray, valid: np.ndarray | None = None) -> None:
     """Write a disparity map in the format named by the suffix, creating parent folders.
 
-    ``.pfm`` (little-endian) and ``.exr`` (one FLOAT channel named ``G``, as IRS writes it) store ``inf`` at invalid
-    pixels; ``.png`` writes a KITTI 16-bit PNG (see :func:`write_kitti_disparity` for its range limits). The Sintel
-    format is not written here because it has no invalid marker; use ``write_sintel_disparity``.
+    ``.pfm`` (little-endian) and ``.exr`` (one FLOAT channel, named ``Y`` by OpenCV; IRS's ``G`` reads the same)
+    store ``inf`` at invalid pixels; ``.png`` writes a KITTI 16-bit PNG (see :func:`write_kitti_disparity` for its
+    range limits). The Sintel format is not written here because it has no invalid marker; use
+    ``write_sintel_disparity``.
 
     Args:
         path: Destination ``.pfm``, ``.png`` or ``.exr`` file.
@@ -115,4 +116,4 @@ def write_disparity(path: str | os.PathLike[str], disp: np.ndarray, valid: np.nd
     if suffix == ".pfm":
         write_pfm(path, values)
     else:
-        write_exr(path, values, channel_name="G")
+        write_exr(path, values)
