@@ -8,7 +8,7 @@ from lightning_hpml.strategies import register_all as _register_strategies
 
 _register_strategies()
 
-from lightning_hpml.modules import create_model, list_models  # noqa: E402
+from lightning_hpml.modules import create_model, list_models
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "create_model", "list_models"]

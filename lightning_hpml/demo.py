@@ -34,8 +34,13 @@ def _write_panel(model, datamodule, path: Path) -> None:
     model.eval()
     with torch.no_grad():
         pred = model.predict_disparity(batch["left"], batch["right"])["disparity"]
-    panel = stereo_panel(batch["left"][0], pred[0, 0], batch["disparity"][0, 0], batch["valid"][0, 0],
-                         max_disp=float(batch["disparity"][0][batch["valid"][0]].max()))
+    panel = stereo_panel(
+        batch["left"][0],
+        pred[0, 0],
+        batch["disparity"][0, 0],
+        batch["valid"][0, 0],
+        max_disp=float(batch["disparity"][0][batch["valid"][0]].max()),
+    )
     save_png(path, panel)
 
 
@@ -47,8 +52,17 @@ def run(config: str, output_dir: Path) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     sys.argv = sys.argv[:1]  # the CLI gets its arguments below, not from this script's command line
-    cli = cli_main(["--config", config, "--trainer.default_root_dir", str(output_dir),
-                    "--trainer.logger.init_args.save_dir", str(output_dir)], run=False)
+    cli = cli_main(
+        [
+            "--config",
+            config,
+            "--trainer.default_root_dir",
+            str(output_dir),
+            "--trainer.logger.init_args.save_dir",
+            str(output_dir),
+        ],
+        run=False,
+    )
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     before = _validate(trainer, model, data)
     trainer.fit(model, datamodule=data)
@@ -68,10 +82,13 @@ def run(config: str, output_dir: Path) -> int:
     _write_panel(model, data, picture)
     checkpoint = output_dir / "fadnet_demo.ckpt"
     trainer.save_checkpoint(checkpoint)
-    (output_dir / "metrics.json").write_text(json.dumps({"before": before, "after": after, "minutes": minutes},
-                                                        indent=2))
-    console.print(f"picture: {picture}\ncheckpoint: {checkpoint}\nmetrics: {output_dir / 'metrics.json'}\n"
-                  f"TensorBoard logs: {trainer.log_dir}")
+    (output_dir / "metrics.json").write_text(
+        json.dumps({"before": before, "after": after, "minutes": minutes}, indent=2)
+    )
+    console.print(
+        f"picture: {picture}\ncheckpoint: {checkpoint}\nmetrics: {output_dir / 'metrics.json'}\n"
+        f"TensorBoard logs: {trainer.log_dir}"
+    )
     if not after["val/epe"] < before["val/epe"]:
         console.print("[red]EPE did not fall during training[/red]")
         return 1

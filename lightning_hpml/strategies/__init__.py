@@ -7,7 +7,7 @@ importing the package twice (or beside another plugin) is harmless.
 
 from __future__ import annotations
 
-from lightning.pytorch.strategies import StrategyRegistry, Strategy
+from lightning.pytorch.strategies import Strategy, StrategyRegistry
 
 __all__ = ["STRATEGY_CLASSES", "register_all"]
 

@@ -136,8 +136,12 @@ def test_train_batches_crop_below_the_top_quarter(kitti2015):
     for epoch in range(6):
         item = dataset[(epoch, 3)]
         full = dataset.load(3)["left"]
-        offsets = [(t, x) for t in range(HEIGHT - 16 + 1) for x in range(WIDTH - 32 + 1)
-                   if torch.equal(full[:, t : t + 16, x : x + 32], item["left"])]
+        offsets = [
+            (t, x)
+            for t in range(HEIGHT - 16 + 1)
+            for x in range(WIDTH - 32 + 1)
+            if torch.equal(full[:, t : t + 16, x : x + 32], item["left"])
+        ]
         assert offsets, "the crop must be a window of the image"
         tops.add(offsets[0][0])
     assert min(tops) >= math.ceil(0.25 * HEIGHT)

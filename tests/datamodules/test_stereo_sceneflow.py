@@ -51,8 +51,12 @@ def test_official_split_counts_and_names(tree):
     for stage in ("fit", "test", "predict"):
         dm.setup(stage)
     counts = {split: len(ds) for split, ds in dm.datasets.items()}
-    assert counts == {"train": N_FT3D_TRAIN + N_MONKAA + N_DRIVING, "val": N_FT3D_TEST, "test": N_FT3D_TEST,
-                      "predict": N_FT3D_TEST}
+    assert counts == {
+        "train": N_FT3D_TRAIN + N_MONKAA + N_DRIVING,
+        "val": N_FT3D_TEST,
+        "test": N_FT3D_TEST,
+        "predict": N_FT3D_TEST,
+    }
     train_names = [s.name for s in dm.datasets["train"].samples]
     assert sum(n.startswith("FlyingThings3D/TRAIN/") for n in train_names) == N_FT3D_TRAIN
     assert sum(n.startswith("Monkaa/") for n in train_names) == N_MONKAA
@@ -263,8 +267,15 @@ def test_too_few_training_samples_for_a_batch(tree):
         dm.train_dataloader()
 
 
-SMALL = {"subsets": ("FlyingThings3D",), "num_sequences": 1, "num_test_sequences": 1, "frames_per_sequence": 2,
-         "height": HEIGHT, "width": WIDTH, "anti_alias": 1}
+SMALL = {
+    "subsets": ("FlyingThings3D",),
+    "num_sequences": 1,
+    "num_test_sequences": 1,
+    "frames_per_sequence": 2,
+    "height": HEIGHT,
+    "width": WIDTH,
+    "anti_alias": 1,
+}
 
 
 def test_root_none_generates_once_and_reuses(tmp_path, monkeypatch):
@@ -289,8 +300,9 @@ def test_root_none_generates_once_and_reuses(tmp_path, monkeypatch):
     again.setup("validate")
     assert isinstance(again.datasets["val"], StereoDataset)
     # Other options into the same folder: refused, nothing deleted.
-    other = _module(None, synthetic_dir=str(target), synthetic_options={**SMALL, "seed": 3},
-                    subsets=("FlyingThings3D",))
+    other = _module(
+        None, synthetic_dir=str(target), synthetic_options={**SMALL, "seed": 3}, subsets=("FlyingThings3D",)
+    )
     with pytest.raises(FileExistsError, match="not a complete synthetic tree"):
         other.prepare_data()
     assert (target / SYNTHETIC_MARKER).is_file()

@@ -31,9 +31,11 @@ shapes = st.tuples(st.integers(1, 8), st.integers(1, 8))
 
 
 @settings(max_examples=60, deadline=None)
-@given(codes=hnp.arrays(np.uint16, shapes, elements=st.integers(1, 65535)),
-       valid=shapes.flatmap(lambda s: hnp.arrays(np.bool_, s)),
-       suffix=st.sampled_from([".pfm", ".png", ".exr", ".PFM"]))
+@given(
+    codes=hnp.arrays(np.uint16, shapes, elements=st.integers(1, 65535)),
+    valid=shapes.flatmap(lambda s: hnp.arrays(np.bool_, s)),
+    suffix=st.sampled_from([".pfm", ".png", ".exr", ".PFM"]),
+)
 def test_round_trip_keeps_values_and_mask(codes: np.ndarray, valid: np.ndarray, suffix: str) -> None:
     valid = np.resize(valid, codes.shape)
     disp = codes.astype(np.float32) / 256  # on KITTI's grid, so every format is exact
@@ -100,10 +102,13 @@ def test_three_channel_maps_are_refused(tmp_path: Path) -> None:
     _expect(EXRFormatError, tmp_path / "n_00001.exr", "single channel")
 
 
-@pytest.mark.parametrize(("array", "kind"), [
-    (np.zeros((2, 2), dtype=np.uint8), "8-bit grey"),
-    (np.zeros((2, 2, 4), dtype=np.uint8), "8-bit RGBA"),
-])
+@pytest.mark.parametrize(
+    ("array", "kind"),
+    [
+        (np.zeros((2, 2), dtype=np.uint8), "8-bit grey"),
+        (np.zeros((2, 2, 4), dtype=np.uint8), "8-bit RGBA"),
+    ],
+)
 def test_png_of_other_kinds_is_refused_with_the_accepted_kinds(tmp_path: Path, array: np.ndarray, kind: str) -> None:
     path = tmp_path / "mask.png"
     Image.fromarray(array).save(path)

@@ -26,8 +26,10 @@ from lightning_hpml.datamodules.formats import (
 from lightning_hpml.datamodules.formats import exr as exr_module
 
 float32_maps = st.tuples(st.integers(1, 12), st.integers(1, 9), st.sampled_from([1, 3])).flatmap(
-    lambda s: hnp.arrays(np.float32, s[:2] if s[2] == 1 else (*s[:2], 3),
-                         elements=st.floats(width=32) | st.sampled_from([0.0, 1.0])))
+    lambda s: hnp.arrays(
+        np.float32, s[:2] if s[2] == 1 else (*s[:2], 3), elements=st.floats(width=32) | st.sampled_from([0.0, 1.0])
+    )
+)
 
 
 def _single_channel_file(path: Path, array: np.ndarray, name: str, *, uncompressed: bool = False) -> Path:
@@ -85,8 +87,11 @@ def test_rgb_order_rows_top_to_bottom_and_channel_selection(tmp_path: Path) -> N
     # Rows are stored top row first: the uncompressed top scanline precedes the bottom one in the file.
     grey = np.arange(5 * 4, dtype=np.float32).reshape(5, 4) + 100
     raw = tmp_path / "raw.exr"
-    cv2.imwrite(str(raw), grey, [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT,
-                                 cv2.IMWRITE_EXR_COMPRESSION, cv2.IMWRITE_EXR_COMPRESSION_NO])
+    cv2.imwrite(
+        str(raw),
+        grey,
+        [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT, cv2.IMWRITE_EXR_COMPRESSION, cv2.IMWRITE_EXR_COMPRESSION_NO],
+    )
     content = raw.read_bytes()
     assert 0 < content.index(grey[0].tobytes()) < content.index(grey[-1].tobytes())
     np.testing.assert_array_equal(read_exr(raw), grey)
@@ -133,9 +138,16 @@ def test_disparity_round_trip(tmp_path: Path) -> None:
 def test_reads_other_compressions_and_half(tmp_path: Path, compression: str, half: bool) -> None:
     bgr = np.random.default_rng(1).uniform(-5, 200, (19, 13, 3)).astype(np.float32)
     path = tmp_path / f"{compression}.exr"
-    assert cv2.imwrite(str(path), bgr, [
-        cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_HALF if half else cv2.IMWRITE_EXR_TYPE_FLOAT,
-        cv2.IMWRITE_EXR_COMPRESSION, getattr(cv2, f"IMWRITE_EXR_COMPRESSION_{compression}")])
+    assert cv2.imwrite(
+        str(path),
+        bgr,
+        [
+            cv2.IMWRITE_EXR_TYPE,
+            cv2.IMWRITE_EXR_TYPE_HALF if half else cv2.IMWRITE_EXR_TYPE_FLOAT,
+            cv2.IMWRITE_EXR_COMPRESSION,
+            getattr(cv2, f"IMWRITE_EXR_COMPRESSION_{compression}"),
+        ],
+    )
     assert set(read_exr_channels(path).values()) == {"HALF" if half else "FLOAT"}
     expected = bgr.astype(np.float16).astype(np.float32) if half else bgr
     np.testing.assert_array_equal(read_exr(path), expected[..., ::-1])
@@ -168,15 +180,18 @@ def test_uint_channel_is_refused(tmp_path: Path) -> None:
     _expect_error(path, "['Y']", "UINT")
 
 
-@pytest.mark.parametrize(("content", "fragment"), [
-    (b"", "empty file"),
-    (b"v/1", "not an OpenEXR file"),
-    (b"this is not an EXR file at all", "magic number"),
-    (b"v/1\x01\x01\0\0\0", "version 1, expected 2"),
-    (b"v/1\x01\x02\0", "version field"),
-    (b"v/1\x01\x02\0\0\0\0", "no 'channels'"),
-    (b"v/1\x01\x02\0\0\0" + b"x" * 40, "longer than 31 bytes"),
-])
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"", "empty file"),
+        (b"v/1", "not an OpenEXR file"),
+        (b"this is not an EXR file at all", "magic number"),
+        (b"v/1\x01\x01\0\0\0", "version 1, expected 2"),
+        (b"v/1\x01\x02\0", "version field"),
+        (b"v/1\x01\x02\0\0\0\0", "no 'channels'"),
+        (b"v/1\x01\x02\0\0\0" + b"x" * 40, "longer than 31 bytes"),
+    ],
+)
 def test_malformed_header(tmp_path: Path, content: bytes, fragment: str) -> None:
     path = tmp_path / "bad.exr"
     path.write_bytes(content)
@@ -201,11 +216,14 @@ def test_missing_file(tmp_path: Path) -> None:
         assert path.name in str(info.value)
 
 
-@pytest.mark.parametrize(("array", "match"), [
-    (np.zeros((2, 2), dtype=np.int16), "`array`.*floating"),
-    (np.zeros((2, 2, 2), dtype=np.float32), "`array`.*shape"),
-    (np.array([[1e300]]), "`array`.*float32"),
-])
+@pytest.mark.parametrize(
+    ("array", "match"),
+    [
+        (np.zeros((2, 2), dtype=np.int16), "`array`.*floating"),
+        (np.zeros((2, 2, 2), dtype=np.float32), "`array`.*shape"),
+        (np.array([[1e300]]), "`array`.*float32"),
+    ],
+)
 def test_write_rejects_bad_arrays(tmp_path: Path, array: np.ndarray, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         write_exr(tmp_path / "x.exr", array)

@@ -107,13 +107,16 @@ def test_missing_file(tmp_path: Path) -> None:
     assert path.name in str(info.value)
 
 
-@pytest.mark.parametrize(("array", "error", "match"), [
-    (np.zeros((4, 4, 3), dtype=np.float32), ValueError, "`array`.*uint8.*float32"),
-    (np.zeros((4, 4), dtype=np.uint8), ValueError, r"`array`.*\(H, W, 3\)"),
-    (np.zeros((4, 4, 4), dtype=np.uint8), ValueError, r"`array`.*\(4, 4, 4\)"),
-    (np.zeros((0, 4, 3), dtype=np.uint8), ValueError, "`array`"),
-    ([[0, 0, 0]], TypeError, "`array`"),
-])
+@pytest.mark.parametrize(
+    ("array", "error", "match"),
+    [
+        (np.zeros((4, 4, 3), dtype=np.float32), ValueError, "`array`.*uint8.*float32"),
+        (np.zeros((4, 4), dtype=np.uint8), ValueError, r"`array`.*\(H, W, 3\)"),
+        (np.zeros((4, 4, 4), dtype=np.uint8), ValueError, r"`array`.*\(4, 4, 4\)"),
+        (np.zeros((0, 4, 3), dtype=np.uint8), ValueError, "`array`"),
+        ([[0, 0, 0]], TypeError, "`array`"),
+    ],
+)
 def test_write_rejects_bad_arrays(tmp_path: Path, array: object, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         write_rgb(tmp_path / "x.png", array)  # type: ignore[arg-type]

@@ -74,19 +74,23 @@ def test_non_finite_without_mask_is_invalid(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back, [[1.5, 0.0], [0.0, 2.0]])
 
 
-@pytest.mark.parametrize(("disp", "valid", "match"), [
-    (np.array([[-0.5, 1.0]]), None, "outside"),
-    (np.array([[256.0, 1.0]]), None, "outside"),
-    (np.array([[1 / 1024, 1.0]]), None, "below 1/512"),
-    (np.array([[0.0, 1.0]]), None, "below 1/512"),
-    (np.array([[np.nan, 1.0]]), np.array([[True, True]]), "non-finite"),
-    (np.array([[1.0, 1.0]]), np.array([[1, 1]]), "`valid`.*bool"),
-    (np.array([[1.0, 1.0]]), np.array([[True], [True]]), "`valid`.*shape"),
-    (np.ones((2, 2, 3)), None, "`disp`.*shape"),
-    (np.ones((2, 2), dtype=np.uint16), None, "`disp`.*floating"),
-])
-def test_write_rejects_unstorable_values(tmp_path: Path, disp: np.ndarray, valid: np.ndarray | None,
-                                         match: str) -> None:
+@pytest.mark.parametrize(
+    ("disp", "valid", "match"),
+    [
+        (np.array([[-0.5, 1.0]]), None, "outside"),
+        (np.array([[256.0, 1.0]]), None, "outside"),
+        (np.array([[1 / 1024, 1.0]]), None, "below 1/512"),
+        (np.array([[0.0, 1.0]]), None, "below 1/512"),
+        (np.array([[np.nan, 1.0]]), np.array([[True, True]]), "non-finite"),
+        (np.array([[1.0, 1.0]]), np.array([[1, 1]]), "`valid`.*bool"),
+        (np.array([[1.0, 1.0]]), np.array([[True], [True]]), "`valid`.*shape"),
+        (np.ones((2, 2, 3)), None, "`disp`.*shape"),
+        (np.ones((2, 2), dtype=np.uint16), None, "`disp`.*floating"),
+    ],
+)
+def test_write_rejects_unstorable_values(
+    tmp_path: Path, disp: np.ndarray, valid: np.ndarray | None, match: str
+) -> None:
     with pytest.raises(ValueError, match=match):
         write_kitti_disparity(tmp_path / "x.png", disp, valid)
     assert not (tmp_path / "x.png").exists()

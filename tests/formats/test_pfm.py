@@ -16,7 +16,8 @@ from hypothesis.extra import numpy as hnp
 from lightning_hpml.datamodules.formats import PFMFormatError, read_pfm, write_pfm
 
 float32_maps = st.tuples(st.integers(1, 7), st.integers(1, 7), st.sampled_from([1, 3])).flatmap(
-    lambda s: hnp.arrays(np.float32, s[:2] if s[2] == 1 else (*s[:2], 3), elements=st.floats(width=32)))
+    lambda s: hnp.arrays(np.float32, s[:2] if s[2] == 1 else (*s[:2], 3), elements=st.floats(width=32))
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -61,8 +62,9 @@ def test_written_bytes_follow_the_convention(tmp_path: Path) -> None:
     assert (tmp_path / "be.pfm").read_bytes() == b"Pf\n3 2\n1.0\n" + struct.pack(">6f", 4, 5, 6, 1, 2, 3)
 
 
-@pytest.mark.parametrize("header", [b"Pf 2 1 -1.0\n", b"Pf\r\n2 1\r\n-1.0\r\n", b"Pf\n  2   1\n-2.5\n",
-                                    b"Pf\n2\n1\n-1.0\n", b"Pf\t2 1\t-1 "])
+@pytest.mark.parametrize(
+    "header", [b"Pf 2 1 -1.0\n", b"Pf\r\n2 1\r\n-1.0\r\n", b"Pf\n  2   1\n-2.5\n", b"Pf\n2\n1\n-1.0\n", b"Pf\t2 1\t-1 "]
+)
 def test_tolerant_header_parsing(tmp_path: Path, header: bytes) -> None:
     path = tmp_path / "h.pfm"
     path.write_bytes(header + struct.pack("<2f", 7.0, 8.0))
@@ -79,23 +81,26 @@ def _expect_error(path: Path, *fragments: str) -> PFMFormatError:
     return info.value
 
 
-@pytest.mark.parametrize(("content", "fragments"), [
-    (b"", ("empty",)),
-    (b"P6\n2 1\n255\n" + bytes(6), ("magic", "'P6'")),
-    (b"\x89PNG\r\n\x1a\n" + bytes(40), ("magic",)),
-    (b"Pf\nx 1\n-1.0\n" + bytes(8), ("dimensions", "not integers")),
-    (b"Pf\n0 1\n-1.0\n", ("0 x 1",)),
-    (b"Pf\n2 -3\n-1.0\n" + bytes(8), ("2 x -3",)),
-    (b"Pf\n2 1\n0.0\n" + bytes(8), ("scale",)),
-    (b"Pf\n2 1\nabc\n" + bytes(8), ("scale", "'abc'")),
-    (b"Pf\n2 1\nnan\n" + bytes(8), ("scale",)),
-    (b"Pf\n2 1\n", ("header ends", "3 field")),
-    (b"Pf\n2 1\n-1.0", ("no pixel data",)),
-    (b"Pf\n2 2\n-1.0\n" + bytes(15), ("truncated", "15 bytes", "expected 16")),
-    (b"PF\n2 1\n-1.0\n" + bytes(8), ("truncated", "2 x 1 x 3")),
-    (b"Pf\n2 1\n-1.0\n" + bytes(11), ("3 trailing bytes",)),
-    (b"Pf\n" + b"9" * 100 + b" 1\n-1.0\n", ("longer than",)),
-])
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        (b"", ("empty",)),
+        (b"P6\n2 1\n255\n" + bytes(6), ("magic", "'P6'")),
+        (b"\x89PNG\r\n\x1a\n" + bytes(40), ("magic",)),
+        (b"Pf\nx 1\n-1.0\n" + bytes(8), ("dimensions", "not integers")),
+        (b"Pf\n0 1\n-1.0\n", ("0 x 1",)),
+        (b"Pf\n2 -3\n-1.0\n" + bytes(8), ("2 x -3",)),
+        (b"Pf\n2 1\n0.0\n" + bytes(8), ("scale",)),
+        (b"Pf\n2 1\nabc\n" + bytes(8), ("scale", "'abc'")),
+        (b"Pf\n2 1\nnan\n" + bytes(8), ("scale",)),
+        (b"Pf\n2 1\n", ("header ends", "3 field")),
+        (b"Pf\n2 1\n-1.0", ("no pixel data",)),
+        (b"Pf\n2 2\n-1.0\n" + bytes(15), ("truncated", "15 bytes", "expected 16")),
+        (b"PF\n2 1\n-1.0\n" + bytes(8), ("truncated", "2 x 1 x 3")),
+        (b"Pf\n2 1\n-1.0\n" + bytes(11), ("3 trailing bytes",)),
+        (b"Pf\n" + b"9" * 100 + b" 1\n-1.0\n", ("longer than",)),
+    ],
+)
 def test_malformed_files_raise_named_errors(tmp_path: Path, content: bytes, fragments: tuple[str, ...]) -> None:
     path = tmp_path / "broken_disp.pfm"
     path.write_bytes(content)
@@ -118,12 +123,15 @@ def test_float64_input_is_narrowed_and_overflow_rejected(tmp_path: Path) -> None
     assert not (tmp_path / "big.pfm").exists()
 
 
-@pytest.mark.parametrize(("array", "match"), [
-    (np.zeros((2, 2), dtype=np.int32), "`array`.*floating-point.*int32"),
-    (np.zeros((2, 2, 2), dtype=np.float32), r"`array`.*\(H, W\) or \(H, W, 3\).*\(2, 2, 2\)"),
-    (np.zeros(4, dtype=np.float32), r"`array`.*shape"),
-    (np.zeros((0, 3), dtype=np.float32), "`array`.*empty"),
-])
+@pytest.mark.parametrize(
+    ("array", "match"),
+    [
+        (np.zeros((2, 2), dtype=np.int32), "`array`.*floating-point.*int32"),
+        (np.zeros((2, 2, 2), dtype=np.float32), r"`array`.*\(H, W\) or \(H, W, 3\).*\(2, 2, 2\)"),
+        (np.zeros(4, dtype=np.float32), r"`array`.*shape"),
+        (np.zeros((0, 3), dtype=np.float32), "`array`.*empty"),
+    ],
+)
 def test_write_rejects_bad_arrays(tmp_path: Path, array: np.ndarray, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         write_pfm(tmp_path / "x.pfm", array)

@@ -59,14 +59,17 @@ def test_off_grid_values_round_to_the_nearest_step(disp: np.ndarray) -> None:
     assert np.abs(back - disp).max() <= 2.0**-15 + 1e-9
 
 
-@pytest.mark.parametrize(("disp", "match"), [
-    (np.array([[-0.001, 1.0]]), "outside"),
-    (np.array([[1024.0, 1.0]]), "outside"),
-    (np.array([[1024.0 - 2.0**-16, 1.0]]), "outside"),  # rounds up to 1024
-    (np.array([[np.nan, 1.0]]), "non-finite"),
-    (np.ones((2, 2, 3)), "`disp`.*shape"),
-    (np.ones((2, 2), dtype=np.uint8), "`disp`.*floating"),
-])
+@pytest.mark.parametrize(
+    ("disp", "match"),
+    [
+        (np.array([[-0.001, 1.0]]), "outside"),
+        (np.array([[1024.0, 1.0]]), "outside"),
+        (np.array([[1024.0 - 2.0**-16, 1.0]]), "outside"),  # rounds up to 1024
+        (np.array([[np.nan, 1.0]]), "non-finite"),
+        (np.ones((2, 2, 3)), "`disp`.*shape"),
+        (np.ones((2, 2), dtype=np.uint8), "`disp`.*floating"),
+    ],
+)
 def test_write_rejects_unstorable_values(tmp_path: Path, disp: np.ndarray, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         write_sintel_disparity(tmp_path / "x.png", disp)
@@ -99,10 +102,13 @@ def test_rejects_16bit_rgb_png(tmp_path: Path) -> None:
     _expect_error(path, "16-bit RGB")
 
 
-@pytest.mark.parametrize(("array", "kind"), [
-    (np.zeros((3, 4), dtype=np.uint8), "8-bit grey"),
-    (np.zeros((3, 4, 4), dtype=np.uint8), "8-bit RGBA"),
-])
+@pytest.mark.parametrize(
+    ("array", "kind"),
+    [
+        (np.zeros((3, 4), dtype=np.uint8), "8-bit grey"),
+        (np.zeros((3, 4, 4), dtype=np.uint8), "8-bit RGBA"),
+    ],
+)
 def test_rejects_other_8bit_layouts(tmp_path: Path, array: np.ndarray, kind: str) -> None:
     path = tmp_path / "other.png"
     Image.fromarray(array).save(path)

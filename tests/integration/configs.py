@@ -22,11 +22,16 @@ def tiny_config(tmp_path: Path, data: dict, max_epochs: int = 2, name: str = "co
             "max_epochs": max_epochs,
             "limit_train_batches": 3,
             "limit_val_batches": 2,
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path / "logs")}},
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(tmp_path / "logs")},
+            },
             "enable_progress_bar": False,
             "enable_model_summary": False,
             "num_sanity_val_steps": 0,
-            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}],
+            "callbacks": [
+                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}
+            ],
         },
         "model": {
             "class_path": "lightning_hpml.modules.stereo.StereoModule",
@@ -48,14 +53,26 @@ def tiny_config(tmp_path: Path, data: dict, max_epochs: int = 2, name: str = "co
 def sceneflow_data(synthetic_dir: Path) -> dict:
     return {
         "class_path": "lightning_hpml.datamodules.stereo.SceneFlowDataModule",
-        "init_args": {"root": None, "synthetic_dir": str(synthetic_dir), "crop_size": [64, 128], "batch_size": 2,
-                      "num_workers": 0, "synthetic_options": {"height": 96, "width": 192}},
+        "init_args": {
+            "root": None,
+            "synthetic_dir": str(synthetic_dir),
+            "crop_size": [64, 128],
+            "batch_size": 2,
+            "num_workers": 0,
+            "synthetic_options": {"height": 96, "width": 192},
+        },
     }
 
 
 def kitti_data(synthetic_dir: Path) -> dict:
     return {
         "class_path": "lightning_hpml.datamodules.stereo.KITTIStereoDataModule",
-        "init_args": {"root": None, "year": 2015, "synthetic_dir": str(synthetic_dir), "crop_size": [64, 128],
-                      "batch_size": 2, "num_workers": 0},
+        "init_args": {
+            "root": None,
+            "year": 2015,
+            "synthetic_dir": str(synthetic_dir),
+            "crop_size": [64, 128],
+            "batch_size": 2,
+            "num_workers": 0,
+        },
     }

@@ -29,14 +29,34 @@ class RecordSamples(L.Callback):
 
 def main(out_dir: Path) -> None:
     L.seed_everything(0)
-    data = SceneFlowDataModule(root=None, synthetic_dir=str(out_dir / "sceneflow"), crop_size=(64, 128), batch_size=2,
-                               num_workers=0, synthetic_options={"height": 96, "width": 192})
-    model = StereoModule(FADNet(width=0.0625), loss_rounds=[LossRound([1.0, 0.5, 0.25, 0.1, 0.1, 0.1, 0.1], 2)],
-                         lr=1e-3, log_images=False)
+    data = SceneFlowDataModule(
+        root=None,
+        synthetic_dir=str(out_dir / "sceneflow"),
+        crop_size=(64, 128),
+        batch_size=2,
+        num_workers=0,
+        synthetic_options={"height": 96, "width": 192},
+    )
+    model = StereoModule(
+        FADNet(width=0.0625),
+        loss_rounds=[LossRound([1.0, 0.5, 0.25, 0.1, 0.1, 0.1, 0.1], 2)],
+        lr=1e-3,
+        log_images=False,
+    )
     recorder = RecordSamples()
-    trainer = L.Trainer(strategy="ddp", accelerator="cpu", devices=2, max_epochs=2, limit_train_batches=2,
-                        limit_val_batches=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        callbacks=[recorder], default_root_dir=str(out_dir))
+    trainer = L.Trainer(
+        strategy="ddp",
+        accelerator="cpu",
+        devices=2,
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[recorder],
+        default_root_dir=str(out_dir),
+    )
     trainer.fit(model, datamodule=data)
     checksum = float(sum(p.double().sum() for p in model.parameters()))
     summary = {

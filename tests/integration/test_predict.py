@@ -17,8 +17,13 @@ def _kitti_tiny(synthetic_dir: Path) -> dict:
     return {
         "class_path": "lightning_hpml.datamodules.stereo.KITTIStereoDataModule",
         "init_args": {
-            "root": None, "year": 2015, "synthetic_dir": str(synthetic_dir), "crop_size": [64, 128], "batch_size": 2,
-            "num_workers": 0, "val_indices": [1],
+            "root": None,
+            "year": 2015,
+            "synthetic_dir": str(synthetic_dir),
+            "crop_size": [64, 128],
+            "batch_size": 2,
+            "num_workers": 0,
+            "val_indices": [1],
             "synthetic_options": {"num_train": 4, "num_test": 3, "height": 80, "width": 200},
         },
     }
@@ -30,9 +35,19 @@ def _train_and_checkpoint(config: Path, root: Path) -> Path:
 
 
 def _predict(config: Path, ckpt: Path, out: Path, *extra: str):
-    return main(["predict", "--config", str(config), "--ckpt_path", str(ckpt),
-                 "--trainer.callbacks+=lightning_hpml.callbacks.DisparityWriter",
-                 "--trainer.callbacks.output_dir", str(out), *extra])
+    return main(
+        [
+            "predict",
+            "--config",
+            str(config),
+            "--ckpt_path",
+            str(ckpt),
+            "--trainer.callbacks+=lightning_hpml.callbacks.DisparityWriter",
+            "--trainer.callbacks.output_dir",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_predict_kitti_writes_submission_pngs_and_refuses_to_overwrite(tmp_path):

@@ -22,8 +22,9 @@ def _names(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def kitti2015(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_kitti_stereo(tmp_path_factory.mktemp("k15") / "kitti", year=2015, num_train=4, num_test=2, seed=1,
-                              **SIZE)
+    return write_kitti_stereo(
+        tmp_path_factory.mktemp("k15") / "kitti", year=2015, num_train=4, num_test=2, seed=1, **SIZE
+    )
 
 
 def test_2015_layout(kitti2015: Path) -> None:
@@ -53,7 +54,7 @@ def test_2015_ground_truth_is_sparse_lidar_like_and_noc_within_occ(kitti2015: Pa
         assert noc_valid.sum() < occ_valid.sum(), "occluded pixels must be removed from disp_noc"
         np.testing.assert_array_equal(noc[noc_valid], occ[noc_valid])
         assert not occ_valid[: int(0.25 * 48)].any(), "no ground truth in the top rows"
-        lower, upper = occ_valid[24:].mean(), occ_valid[: 24].mean()
+        lower, upper = occ_valid[24:].mean(), occ_valid[:24].mean()
         assert lower > upper
         values = occ[occ_valid]
         assert values.min() >= 24.0 / 20 - 1 / 256 and values.max() <= 24.0 + 1 / 256

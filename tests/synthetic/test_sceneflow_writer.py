@@ -21,16 +21,26 @@ def _relative_files(root: Path, pattern: str) -> set[str]:
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sceneflow") / "data"
-    write_sceneflow(root, subsets=("FlyingThings3D", "Monkaa", "Driving"), num_sequences=1, num_test_sequences=1,
-                    frames_per_sequence=2, seed=3, **SIZE)
+    write_sceneflow(
+        root,
+        subsets=("FlyingThings3D", "Monkaa", "Driving"),
+        num_sequences=1,
+        num_test_sequences=1,
+        frames_per_sequence=2,
+        seed=3,
+        **SIZE,
+    )
     return root
 
 
 def test_layout_and_counts_follow_the_real_distribution(tree: Path) -> None:
     ft3d = _relative_files(tree, "FlyingThings3D/frames_cleanpass/**/left/*.png")
-    expected = {f"FlyingThings3D/frames_cleanpass/{part}/{letter}/0000/left/{frame}.png"
-                for part, letters in (("TRAIN", "ABC"), ("TEST", "A")) for letter in letters
-                for frame in ("0006", "0007")}
+    expected = {
+        f"FlyingThings3D/frames_cleanpass/{part}/{letter}/0000/left/{frame}.png"
+        for part, letters in (("TRAIN", "ABC"), ("TEST", "A"))
+        for letter in letters
+        for frame in ("0006", "0007")
+    }
     assert ft3d == expected
     assert _relative_files(tree, "Monkaa/frames_cleanpass/*/left/*.png") == {
         "Monkaa/frames_cleanpass/a_rain_of_stones_x2/left/0000.png",
@@ -93,8 +103,7 @@ def test_readme_names_generator_seed_and_parameters(tree: Path) -> None:
 
 def test_same_seed_gives_identical_files_and_finalpass_only_works(tmp_path: Path) -> None:
     a = write_sceneflow(tmp_path / "a", num_sequences=1, frames_per_sequence=1, seed=7, **SIZE)
-    b = write_sceneflow(tmp_path / "b", num_sequences=1, frames_per_sequence=1, seed=7,
-                        passes=("finalpass",), **SIZE)
+    b = write_sceneflow(tmp_path / "b", num_sequences=1, frames_per_sequence=1, seed=7, passes=("finalpass",), **SIZE)
     rel = "FlyingThings3D/frames_finalpass/TEST/A/0000/left/0006.png"
     assert (a / rel).read_bytes() == (b / rel).read_bytes()
     assert not (b / "FlyingThings3D/frames_cleanpass").exists()

@@ -133,8 +133,10 @@ def test_object_count_is_respected() -> None:
     rng = np.random.default_rng(0)
     assert random_scene(rig, rng, min_disparity=1.0, max_disparity=20.0, num_objects=0).num_objects == 0
     assert random_scene(rig, rng, min_disparity=1.0, max_disparity=20.0, num_objects=5).num_objects == 5
-    counts = {random_scene(rig, np.random.default_rng(s), min_disparity=1.0, max_disparity=20.0).num_objects
-              for s in range(12)}
+    counts = {
+        random_scene(rig, np.random.default_rng(s), min_disparity=1.0, max_disparity=20.0).num_objects
+        for s in range(12)
+    }
     assert counts <= set(range(3, 9)) and len(counts) > 1
 
 

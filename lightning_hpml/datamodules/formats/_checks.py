@@ -95,8 +95,10 @@ def as_float32_image(array: object, name: str, *, allowed_channels: tuple[int, .
         finite = np.isfinite(array)
         too_big = finite & (np.abs(array) > _FLOAT32_MAX)
         if too_big.any():
-            raise ValueError(f"`{name}` has {int(too_big.sum())} finite values beyond the float32 range "
-                             f"(max |x| = {float(np.abs(array[finite]).max()):.6g}); they cannot be stored as float32")
+            raise ValueError(
+                f"`{name}` has {int(too_big.sum())} finite values beyond the float32 range "
+                f"(max |x| = {float(np.abs(array[finite]).max()):.6g}); they cannot be stored as float32"
+            )
     return np.ascontiguousarray(array, dtype=np.float32)
 
 

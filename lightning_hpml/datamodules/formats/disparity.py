@@ -37,9 +37,8 @@ __all__ = ["DISPARITY_SUFFIXES", "read_disparity", "write_disparity"]
 DISPARITY_SUFFIXES = (".pfm", ".png", ".exr")
 """File suffixes :func:`read_disparity` accepts (case-insensitive)."""
 
-_ACCEPTED = (".pfm (Scene Flow, Middlebury, ETH3D), .png (KITTI 16-bit grey or MPI Sintel 8-bit RGB) and "
-             ".exr (IRS)")
-_PNG_KINDS = ("16-bit grey (KITTI: value/256, 0 = invalid) or 8-bit RGB (MPI Sintel: R*4 + G/2^6 + B/2^14)")
+_ACCEPTED = ".pfm (Scene Flow, Middlebury, ETH3D), .png (KITTI 16-bit grey or MPI Sintel 8-bit RGB) and .exr (IRS)"
+_PNG_KINDS = "16-bit grey (KITTI: value/256, 0 = invalid) or 8-bit RGB (MPI Sintel: R*4 + G/2^6 + B/2^14)"
 
 
 def read_disparity(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +103,10 @@ def write_disparity(path: str | os.PathLike[str], disp: np.ndarray, valid: np.nd
         write_kitti_disparity(path, disp, valid)
         return
     if suffix not in (".pfm", ".exr"):
-        raise ValueError(f"`path` {os.fspath(path)!r} has suffix {suffix!r}; write_disparity writes .pfm, .png "
-                         "(KITTI 16-bit) and .exr")
+        raise ValueError(
+            f"`path` {os.fspath(path)!r} has suffix {suffix!r}; write_disparity writes .pfm, .png "
+            "(KITTI 16-bit) and .exr"
+        )
     values = as_float32_image(disp, "disp", allowed_channels=(1,))
     if valid is not None:
         mask = as_valid_mask(valid, values.shape)

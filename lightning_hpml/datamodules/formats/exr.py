@@ -44,15 +44,18 @@ def opencv_has_exr() -> bool:
 
 def _require_opencv_exr(path: Path) -> None:
     if not opencv_has_exr():
-        raise RuntimeError(f"{os.fspath(path)}: this OpenCV ({cv2.__version__}) cannot read or write .exr files. "
-                           'Fix: pip install "opencv-python-headless<5" (the 5.x wheels lack OpenEXR) and leave '
-                           "OPENCV_IO_ENABLE_OPENEXR unset or 1")
+        raise RuntimeError(
+            f"{os.fspath(path)}: this OpenCV ({cv2.__version__}) cannot read or write .exr files. "
+            'Fix: pip install "opencv-python-headless<5" (the 5.x wheels lack OpenEXR) and leave '
+            "OPENCV_IO_ENABLE_OPENEXR unset or 1"
+        )
 
 
 def _take(path: Path, f: BinaryIO, n: int, what: str) -> bytes:
     if n < 0 or len(data := f.read(n)) != n:
-        raise EXRFormatError(path, f"truncated or corrupt header: the {what} " + ("is cut off" if n >= 0 else
-                                                                                    f"has negative size {n}"))
+        raise EXRFormatError(
+            path, f"truncated or corrupt header: the {what} " + ("is cut off" if n >= 0 else f"has negative size {n}")
+        )
     return data
 
 
@@ -77,8 +80,9 @@ def read_exr_channels(path: str | os.PathLike[str]) -> dict[str, str]:
     p = require_file(path, "EXR file")
     with p.open("rb") as f:
         if (magic := f.read(4)) != _MAGIC:
-            raise EXRFormatError(p, f"magic number {magic.hex() or '(empty file)'}, expected {_MAGIC.hex()} "
-                                    "(not an OpenEXR file)")
+            raise EXRFormatError(
+                p, f"magic number {magic.hex() or '(empty file)'}, expected {_MAGIC.hex()} (not an OpenEXR file)"
+            )
         (version,) = struct.unpack("<i", _take(p, f, 4, "version field"))
         if version & 0xFF != 2:
             raise EXRFormatError(p, f"file format version {version & 0xFF}, expected 2")
@@ -141,30 +145,39 @@ def read_exr(path: str | os.PathLike[str], channels: str | Sequence[str] | None 
     flat = isinstance(channels, str) or (channels is None and len(names) == 1)
     if channels is None:
         if not flat and sorted(names) != ["B", "G", "R"]:
-            raise EXRFormatError(p, f"has channels {names}; without `channels` read_exr accepts exactly one "
-                                    "channel (returned as (H, W)) or exactly R, G, B (returned as (H, W, 3)). "
-                                    "Pass e.g. channels=('R', 'G', 'B') or channels='A'")
+            raise EXRFormatError(
+                p,
+                f"has channels {names}; without `channels` read_exr accepts exactly one "
+                "channel (returned as (H, W)) or exactly R, G, B (returned as (H, W, 3)). "
+                "Pass e.g. channels=('R', 'G', 'B') or channels='A'",
+            )
         wanted = tuple(names) if flat else ("R", "G", "B")
     else:
         wanted = (channels,) if isinstance(channels, str) else tuple(channels)
         if not wanted or len(set(wanted)) != len(wanted) or not all(isinstance(n, str) for n in wanted):
-            raise ValueError(f"`channels` must be a channel name or a non-empty sequence of distinct names, got "
-                             f"{channels!r}")
+            raise ValueError(
+                f"`channels` must be a channel name or a non-empty sequence of distinct names, got {channels!r}"
+            )
         if missing := [n for n in wanted if n not in stored]:
             raise EXRFormatError(p, f"has no channel(s) {missing}; it has {names}")
     index = _opencv_index(names)
     if bad := [n for n in wanted if n not in index or stored[n] not in ("HALF", "FLOAT")]:
-        raise EXRFormatError(p, f"cannot read channel(s) {bad} of a file with channels {stored}: OpenCV returns "
-                                f"only {sorted(index) or 'none'} of them, and read_exr reads HALF and FLOAT only")
+        raise EXRFormatError(
+            p,
+            f"cannot read channel(s) {bad} of a file with channels {stored}: OpenCV returns "
+            f"only {sorted(index) or 'none'} of them, and read_exr reads HALF and FLOAT only",
+        )
     _require_opencv_exr(p)
     image = cv2.imread(os.fspath(p), cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise EXRFormatError(p, "OpenCV could not decode the pixel data (truncated or corrupt file, or a kind "
-                                "OpenCV does not read, such as deep data)")
+        raise EXRFormatError(
+            p,
+            "OpenCV could not decode the pixel data (truncated or corrupt file, or a kind "
+            "OpenCV does not read, such as deep data)",
+        )
     image = image[:, :, None] if image.ndim == 2 else image
     if image.dtype != np.float32 or image.shape[2] <= max(index.values()):
-        raise EXRFormatError(p, f"OpenCV decoded {image.dtype} {image.shape}; expected float32 holding "
-                                f"{sorted(index)}")
+        raise EXRFormatError(p, f"OpenCV decoded {image.dtype} {image.shape}; expected float32 holding {sorted(index)}")
     picked = image[:, :, [index[n] for n in wanted]]
     return np.ascontiguousarray(picked[:, :, 0] if flat else picked, dtype=np.float32)
 

@@ -41,16 +41,20 @@ def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
         with Image.open(p) as im:
             mode = im.mode
             if mode not in _EIGHT_BIT_MODES:
-                raise ImageFormatError(p, f"image mode {mode!r} (more than 8 bits per sample or unsupported); "
-                                          "expected an 8-bit RGB, RGBA, grey or palette image")
+                raise ImageFormatError(
+                    p,
+                    f"image mode {mode!r} (more than 8 bits per sample or unsupported); "
+                    "expected an 8-bit RGB, RGBA, grey or palette image",
+                )
             im.load()
             rgb = im if mode == "RGB" else im.convert("RGB")
             array = np.array(rgb, dtype=np.uint8, order="C", copy=True)
     except ImageFormatError:
         raise
     except UnidentifiedImageError:
-        raise ImageFormatError(p, "not a recognised image file; expected an 8-bit RGB/grey image such as PNG or "
-                                  "JPEG") from None
+        raise ImageFormatError(
+            p, "not a recognised image file; expected an 8-bit RGB/grey image such as PNG or JPEG"
+        ) from None
     except (OSError, SyntaxError, ValueError) as err:
         # Pillow raises OSError for truncated data, SyntaxError/ValueError for broken headers or chunks.
         raise ImageFormatError(p, f"image data could not be decoded ({type(err).__name__}: {err})") from err

@@ -54,11 +54,13 @@ def read_kitti_disparity(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.n
         raise KittiDisparityFormatError(p, f"is a {info.describe()} PNG; expected {_EXPECTED}")
     raw = cv2.imread(os.fspath(p), cv2.IMREAD_UNCHANGED)
     if raw is None:
-        raise KittiDisparityFormatError(p, "PNG data could not be decoded (corrupt or truncated); expected "
-                                           f"{_EXPECTED}")
+        raise KittiDisparityFormatError(
+            p, f"PNG data could not be decoded (corrupt or truncated); expected {_EXPECTED}"
+        )
     if raw.dtype != np.uint16 or raw.ndim != 2 or raw.shape != (info.height, info.width):
-        raise KittiDisparityFormatError(p, f"decoded to {raw.dtype} {raw.shape}, expected uint16 "
-                                           f"({info.height}, {info.width})")
+        raise KittiDisparityFormatError(
+            p, f"decoded to {raw.dtype} {raw.shape}, expected uint16 ({info.height}, {info.width})"
+        )
     disparity = raw.astype(np.float32) / np.float32(KITTI_DISPARITY_SCALE)
     return disparity, raw > 0
 
@@ -72,8 +74,10 @@ def encode_kitti_disparity(disp: np.ndarray, valid: np.ndarray | None = None) ->
         v = as_valid_mask(valid, d.shape)
         bad = v & ~finite
         if bad.any():
-            raise ValueError(f"`disp` is non-finite at {int(bad.sum())} pixels that `valid` marks valid; mark them "
-                             "invalid or give finite disparities")
+            raise ValueError(
+                f"`disp` is non-finite at {int(bad.sum())} pixels that `valid` marks valid; mark them "
+                "invalid or give finite disparities"
+            )
         mask = v
     else:
         mask = finite
@@ -82,14 +86,18 @@ def encode_kitti_disparity(disp: np.ndarray, valid: np.ndarray | None = None) ->
         low, high = float(values.min()), float(values.max())
         if low < 0.0 or high > KITTI_MAX_DISPARITY:
             n_out = int(((values < 0.0) | (values > KITTI_MAX_DISPARITY)).sum())
-            raise ValueError(f"`disp` has {n_out} valid pixels outside [0, {KITTI_MAX_DISPARITY:.6f}] (found range "
-                             f"[{low:.6g}, {high:.6g}]); a KITTI 16-bit PNG cannot store them")
+            raise ValueError(
+                f"`disp` has {n_out} valid pixels outside [0, {KITTI_MAX_DISPARITY:.6f}] (found range "
+                f"[{low:.6g}, {high:.6g}]); a KITTI 16-bit PNG cannot store them"
+            )
     codes = np.rint(values * KITTI_DISPARITY_SCALE)
     zero = codes == 0
     if zero.any():
-        raise ValueError(f"`disp` has {int(zero.sum())} valid pixels with disparity below 1/512 px (smallest "
-                         f"{float(values[zero].min()):.6g}); they would be stored as 0, which KITTI reads as invalid. "
-                         "Mark them invalid with `valid` instead")
+        raise ValueError(
+            f"`disp` has {int(zero.sum())} valid pixels with disparity below 1/512 px (smallest "
+            f"{float(values[zero].min()):.6g}); they would be stored as 0, which KITTI reads as invalid. "
+            "Mark them invalid with `valid` instead"
+        )
     out = np.zeros(d.shape, dtype=np.uint16)
     out[mask] = codes.astype(np.uint16)
     return out

@@ -39,20 +39,24 @@ def _header_tokens(path: os.PathLike[str] | str, data: bytes) -> tuple[list[byte
             pos += 1
         token = data[start:pos]
         if not tokens and token not in _MAGIC_CHANNELS:
-            raise PFMFormatError(path, f"header magic {token[:16].decode('latin-1')!r}, expected 'PF' (3-channel) "
-                                       "or 'Pf' (1-channel)")
+            raise PFMFormatError(
+                path, f"header magic {token[:16].decode('latin-1')!r}, expected 'PF' (3-channel) or 'Pf' (1-channel)"
+            )
         if not token:
             found = b" ".join(tokens).decode("latin-1")
-            raise PFMFormatError(path, f"header ends after {len(tokens)} field(s) ({found!r}); expected "
-                                       "'PF'|'Pf', width, height and scale")
+            raise PFMFormatError(
+                path,
+                f"header ends after {len(tokens)} field(s) ({found!r}); expected 'PF'|'Pf', width, height and scale",
+            )
         if len(token) > _MAX_TOKEN:
-            raise PFMFormatError(path, f"header field {len(tokens) + 1} is longer than {_MAX_TOKEN} bytes; "
-                                       "not a PFM header")
+            raise PFMFormatError(
+                path, f"header field {len(tokens) + 1} is longer than {_MAX_TOKEN} bytes; not a PFM header"
+            )
         tokens.append(token)
     # Exactly one whitespace byte (or CRLF) separates the scale from the binary data.
     if pos >= n:
         raise PFMFormatError(path, "no pixel data after the header")
-    if data[pos:pos + 2] == b"\r\n":
+    if data[pos : pos + 2] == b"\r\n":
         pos += 2
     else:
         pos += 1
@@ -81,26 +85,39 @@ def read_pfm(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         width, height = int(w_tok), int(h_tok)
     except ValueError:
-        raise PFMFormatError(p, f"header dimensions {w_tok.decode('latin-1')!r} {h_tok.decode('latin-1')!r} "
-                                "are not integers; expected '<width> <height>'") from None
+        raise PFMFormatError(
+            p,
+            f"header dimensions {w_tok.decode('latin-1')!r} {h_tok.decode('latin-1')!r} "
+            "are not integers; expected '<width> <height>'",
+        ) from None
     if width <= 0 or height <= 0:
         raise PFMFormatError(p, f"header dimensions {width} x {height}; expected positive width and height")
     try:
         scale = float(s_tok)
     except ValueError:
-        raise PFMFormatError(p, f"header scale {s_tok.decode('latin-1')!r} is not a number; expected e.g. "
-                                "-1.0 (little-endian) or 1.0 (big-endian)") from None
+        raise PFMFormatError(
+            p,
+            f"header scale {s_tok.decode('latin-1')!r} is not a number; expected e.g. "
+            "-1.0 (little-endian) or 1.0 (big-endian)",
+        ) from None
     if scale == 0.0 or not np.isfinite(scale):
-        raise PFMFormatError(p, f"header scale {scale!r}; expected a finite non-zero number whose sign gives the "
-                                "byte order")
+        raise PFMFormatError(
+            p, f"header scale {scale!r}; expected a finite non-zero number whose sign gives the byte order"
+        )
     expected = width * height * channels * 4
     available = len(data) - offset
     if available < expected:
-        raise PFMFormatError(p, f"truncated: {available} bytes of pixel data, expected {expected} "
-                                f"({width} x {height} x {channels} float32)")
+        raise PFMFormatError(
+            p,
+            f"truncated: {available} bytes of pixel data, expected {expected} "
+            f"({width} x {height} x {channels} float32)",
+        )
     if available > expected:
-        raise PFMFormatError(p, f"{available - expected} trailing bytes after the {expected} bytes of pixel data "
-                                f"({width} x {height} x {channels} float32)")
+        raise PFMFormatError(
+            p,
+            f"{available - expected} trailing bytes after the {expected} bytes of pixel data "
+            f"({width} x {height} x {channels} float32)",
+        )
     dtype = np.dtype("<f4" if scale < 0 else ">f4")
     shape = (height, width) if channels == 1 else (height, width, 3)
     pixels = np.frombuffer(data, dtype=dtype, count=width * height * channels, offset=offset).reshape(shape)

@@ -20,7 +20,7 @@ from lightning_hpml.datamodules.formats.errors import SintelDisparityFormatError
 __all__ = ["SINTEL_DISPARITY_STEP", "SINTEL_MAX_DISPARITY", "read_sintel_disparity", "write_sintel_disparity"]
 
 _FRACTION_BITS = 14
-SINTEL_DISPARITY_STEP = 2.0 ** -_FRACTION_BITS
+SINTEL_DISPARITY_STEP = 2.0**-_FRACTION_BITS
 """Quantisation step of the format in pixels."""
 SINTEL_MAX_DISPARITY = 1024.0
 """Exclusive upper bound of storable disparities."""
@@ -50,11 +50,13 @@ def read_sintel_disparity(path: str | os.PathLike[str]) -> np.ndarray:
         raise SintelDisparityFormatError(p, f"is a {info.describe()} PNG; expected {_EXPECTED}")
     bgr = cv2.imread(os.fspath(p), cv2.IMREAD_UNCHANGED)
     if bgr is None:
-        raise SintelDisparityFormatError(p, f"PNG data could not be decoded (corrupt or truncated); expected "
-                                            f"{_EXPECTED}")
+        raise SintelDisparityFormatError(
+            p, f"PNG data could not be decoded (corrupt or truncated); expected {_EXPECTED}"
+        )
     if bgr.dtype != np.uint8 or bgr.shape != (info.height, info.width, 3):
-        raise SintelDisparityFormatError(p, f"decoded to {bgr.dtype} {bgr.shape}, expected uint8 "
-                                            f"({info.height}, {info.width}, 3)")
+        raise SintelDisparityFormatError(
+            p, f"decoded to {bgr.dtype} {bgr.shape}, expected uint8 ({info.height}, {info.width}, 3)"
+        )
     b, g, r = (bgr[..., i].astype(np.uint32) for i in range(3))
     code = (r << 16) | (g << 8) | b
     return code.astype(np.float32) * np.float32(SINTEL_DISPARITY_STEP)
@@ -80,13 +82,16 @@ def write_sintel_disparity(path: str | os.PathLike[str], disp: np.ndarray) -> No
     d = np.asarray(check_float_map(disp, "disp", allowed_channels=(1,)), dtype=np.float64)
     finite = np.isfinite(d)
     if not finite.all():
-        raise ValueError(f"`disp` has {int((~finite).sum())} non-finite values; the Sintel format has no invalid "
-                         "marker")
-    codes = np.rint(d * 2.0 ** _FRACTION_BITS)
-    out_of_range = (d < 0) | (codes >= 2 ** 24)
+        raise ValueError(
+            f"`disp` has {int((~finite).sum())} non-finite values; the Sintel format has no invalid marker"
+        )
+    codes = np.rint(d * 2.0**_FRACTION_BITS)
+    out_of_range = (d < 0) | (codes >= 2**24)
     if out_of_range.any():
-        raise ValueError(f"`disp` has {int(out_of_range.sum())} values outside [0, {SINTEL_MAX_DISPARITY:g}) after "
-                         f"rounding to the 2^-14 grid (found range [{float(d.min()):.6g}, {float(d.max()):.6g}])")
+        raise ValueError(
+            f"`disp` has {int(out_of_range.sum())} values outside [0, {SINTEL_MAX_DISPARITY:g}) after "
+            f"rounding to the 2^-14 grid (found range [{float(d.min()):.6g}, {float(d.max()):.6g}])"
+        )
     code = codes.astype(np.uint32)
     bgr = np.stack([code & 0xFF, (code >> 8) & 0xFF, code >> 16], axis=-1).astype(np.uint8)
     p = make_parent(path)

@@ -132,8 +132,11 @@ class StereoDataModule(L.LightningDataModule, ABC):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for arg, value, minimum in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
-                                    ("num_workers", num_workers, 0)):
+        for arg, value, minimum in (
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("num_workers", num_workers, 0),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"`{arg}` must be an integer >= {minimum}, got {value!r}")
         crop = tuple(crop_size)

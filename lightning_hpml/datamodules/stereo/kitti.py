@@ -39,7 +39,26 @@ from lightning_hpml.datamodules.synthetic import write_kitti_stereo
 __all__ = ["FADNET_KITTI2012_NUM_TRAIN", "FADNET_KITTI2015_VAL_INDICES", "KITTI_FOLDERS", "KITTIStereoDataModule"]
 
 FADNET_KITTI2015_VAL_INDICES: tuple[int, ...] = (
-    1, 6, 26, 38, 43, 49, 67, 81, 89, 109, 122, 129, 132, 141, 152, 159, 171, 179, 184, 187,
+    1,
+    6,
+    26,
+    38,
+    43,
+    49,
+    67,
+    81,
+    89,
+    109,
+    122,
+    129,
+    132,
+    141,
+    152,
+    159,
+    171,
+    179,
+    184,
+    187,
 )
 """KITTI 2015 training frames FADNet holds out for validation."""
 FADNET_KITTI2012_NUM_TRAIN = 180
@@ -145,10 +164,7 @@ class KITTIStereoDataModule(StereoDataModule):
             raise ValueError(f"`split` must be 'train', 'val', 'test' or 'predict', got {split!r}")
         folders = KITTI_FOLDERS[self.year]
         if split == "predict":
-            return [
-                StereoSample(left, right, None, name)
-                for left, right, name in self._pairs("testing", folders)
-            ]
+            return [StereoSample(left, right, None, name) for left, right, name in self._pairs("testing", folders)]
         disparity_dir = self.data_root / "training" / folders[self.gt]
         pairs = self._pairs("training", folders)
         samples = {

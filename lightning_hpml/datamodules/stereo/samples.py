@@ -144,4 +144,3 @@ def check_samples_exist(samples: Iterable[StereoSample], expected_layout: str, *
             f"{len(missing)} of {total} referenced files are missing{source}:\n  {shown}{more}\n"
             f"expected layout: {expected_layout}"
         )
-

@@ -190,8 +190,7 @@ class SceneFlowDataModule(StereoDataModule):
         lefts = sorted(start.glob("**/left/*.png")) if start.is_dir() else []
         if not lefts:
             raise FileNotFoundError(
-                f"no left images found under {start}; expected {start}/<...>/left/<frame>.png "
-                f"({self.expected_layout})"
+                f"no left images found under {start}; expected {start}/<...>/left/<frame>.png ({self.expected_layout})"
             )
         samples = []
         for left in lefts:
@@ -221,4 +220,3 @@ class SceneFlowDataModule(StereoDataModule):
     @override
     def write_synthetic(self, root: Path, **options: Any) -> None:
         write_sceneflow(root, **options)
-

@@ -153,8 +153,9 @@ def write_kitti_stereo(
     max_disparity = default_max_disparity(width) if max_disparity is None else max_disparity
     limit = min(float(width), 255.0)
     if not (isinstance(max_disparity, (int, float)) and math.isfinite(max_disparity) and 0 < max_disparity < limit):
-        raise ValueError(f"`max_disparity` must be in (0, {limit:g}) (image width and the 16-bit PNG limit), "
-                         f"got {max_disparity!r}")
+        raise ValueError(
+            f"`max_disparity` must be in (0, {limit:g}) (image width and the 16-bit PNG limit), got {max_disparity!r}"
+        )
     min_disparity = default_min_disparity(max_disparity) if min_disparity is None else float(min_disparity)
     if not 0 < min_disparity < max_disparity:
         raise ValueError(f"`min_disparity` must be in (0, max_disparity={max_disparity}), got {min_disparity!r}")
@@ -168,8 +169,9 @@ def write_kitti_stereo(
             rng = item_rng(seed, f"kitti{year}/{part}/{index:06d}")
             scene = random_scene(rig, rng, min_disparity=min_disparity, max_disparity=float(max_disparity))
             first = render_scene(scene, rig, anti_alias=anti_alias, photometric_jitter=photometric_jitter, rng=rng)
-            second = render_scene(_next_frame(scene, rig, rng), rig, anti_alias=anti_alias,
-                                  photometric_jitter=photometric_jitter, rng=rng)
+            second = render_scene(
+                _next_frame(scene, rig, rng), rig, anti_alias=anti_alias, photometric_jitter=photometric_jitter, rng=rng
+            )
             base = out / part
             for suffix, render in (("10", first), ("11", second)):
                 write_rgb(base / folders["left"] / f"{index:06d}_{suffix}.png", render.left)
@@ -178,8 +180,7 @@ def write_kitti_stereo(
                 valid = lidar_like_mask(rng, rig.height, rig.width)
                 name = f"{index:06d}_10.png"
                 write_kitti_disparity(base / folders["occ"] / name, first.disparity_left, valid)
-                write_kitti_disparity(base / folders["noc"] / name, first.disparity_left,
-                                      valid & ~first.occlusion_left)
+                write_kitti_disparity(base / folders["noc"] / name, first.disparity_left, valid & ~first.occlusion_left)
                 if folders["obj"] is not None:
                     _write_grey_png(base / folders["obj"] / name, first.object_index_left)
 
@@ -188,9 +189,17 @@ def write_kitti_stereo(
         generator="lightning_hpml.datamodules.synthetic.write_kitti_stereo",
         description=f"KITTI {year} stereo benchmark (training/ with sparse disparity ground truth, testing/)",
         parameters={
-            "year": year, "num_train": int(num_train), "num_test": int(num_test), "height": int(height),
-            "width": int(width), "max_disparity": max_disparity, "min_disparity": min_disparity, "seed": seed,
-            "photometric_jitter": photometric_jitter, "anti_alias": anti_alias, "focal_px": rig.focal,
+            "year": year,
+            "num_train": int(num_train),
+            "num_test": int(num_test),
+            "height": int(height),
+            "width": int(width),
+            "max_disparity": max_disparity,
+            "min_disparity": min_disparity,
+            "seed": seed,
+            "photometric_jitter": photometric_jitter,
+            "anti_alias": anti_alias,
+            "focal_px": rig.focal,
             "baseline": rig.baseline,
         },
     )

@@ -67,12 +67,16 @@ def prepare_output_root(root: str | os.PathLike[str], *, overwrite: bool) -> Pat
         raise FileExistsError(f"synthetic dataset root {path} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"synthetic dataset root {path} is not empty; choose an empty or new folder, or pass "
-                                  "overwrite=True to replace a synthetic tree written there before")
+            raise FileExistsError(
+                f"synthetic dataset root {path} is not empty; choose an empty or new folder, or pass "
+                "overwrite=True to replace a synthetic tree written there before"
+            )
         if not _is_synthetic_tree(path):
-            raise FileExistsError(f"synthetic dataset root {path} is not empty and holds no {README_NAME} written by "
-                                  "lightning_hpml, so it may be real data; refusing to delete its contents even with "
-                                  "overwrite=True")
+            raise FileExistsError(
+                f"synthetic dataset root {path} is not empty and holds no {README_NAME} written by "
+                "lightning_hpml, so it may be real data; refusing to delete its contents even with "
+                "overwrite=True"
+            )
         for entry in path.iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)

@@ -38,7 +38,7 @@ def _texel_density(rig: StereoRig, disparities: np.ndarray) -> float:
     while near parts stay sharp enough to match.
     """
     d_far, d_near = float(disparities.min()), float(disparities.max())
-    return d_far ** 0.7 * d_near ** 0.3 / rig.baseline
+    return d_far**0.7 * d_near**0.3 / rig.baseline
 
 
 def _ray_plane_depth(rig: StereoRig, cam_x: float, u: np.ndarray, v: np.ndarray, normal: np.ndarray) -> np.ndarray:
@@ -75,8 +75,9 @@ def _background(
     # Footprint of both views on the plane (corner rays, slightly outside the images).
     cu = np.array([-2.0, rig.width + 1.0, rig.width + 1.0, -2.0])
     cv = np.array([-2.0, -2.0, rig.height + 1.0, rig.height + 1.0])
-    points = np.concatenate([_ray_plane_depth(rig, 0.0, cu, cv, normal),
-                             _ray_plane_depth(rig, rig.baseline, cu, cv, normal)])
+    points = np.concatenate(
+        [_ray_plane_depth(rig, 0.0, cu, cv, normal), _ray_plane_depth(rig, rig.baseline, cu, cv, normal)]
+    )
     if np.any(points[:, 2] <= 0):
         raise RuntimeError(f"background plane {normal} is not in front of both cameras (bug)")
     unit_n = normal / np.linalg.norm(normal)
@@ -122,7 +123,12 @@ def _half_sizes(rig: StereoRig, rng: np.random.Generator, z: float) -> tuple[flo
 
 
 def _slanted_rectangle(
-    rig: StereoRig, rng: np.random.Generator, d_lo: float, d_min: float, d_max: float, object_id: int,
+    rig: StereoRig,
+    rng: np.random.Generator,
+    d_lo: float,
+    d_min: float,
+    d_max: float,
+    object_id: int,
     textures: list[np.ndarray],
 ) -> list[Patch]:
     """A two-sided rectangle tilted up to 55 degrees, all corners within ``[d_min, d_max]`` disparity.
@@ -149,15 +155,25 @@ def _slanted_rectangle(
         d = d / scale
         if d.min() < d_min and attempt < 7:
             continue
-        patch = Patch(origin=(centre - du - dv) * scale, edge_u=2 * du * scale, edge_v=2 * dv * scale,
-                      texture=len(textures), object_id=object_id)
+        patch = Patch(
+            origin=(centre - du - dv) * scale,
+            edge_u=2 * du * scale,
+            edge_v=2 * dv * scale,
+            texture=len(textures),
+            object_id=object_id,
+        )
         textures.append(_texture_for(rng, (2 * a * scale, 2 * b * scale), _texel_density(rig, d)))
         return [patch]
     raise RuntimeError("could not place a fronto-parallel rectangle (bug)")
 
 
 def _box(
-    rig: StereoRig, rng: np.random.Generator, d_lo: float, d_min: float, d_max: float, object_id: int,
+    rig: StereoRig,
+    rng: np.random.Generator,
+    d_lo: float,
+    d_min: float,
+    d_max: float,
+    object_id: int,
     textures: list[np.ndarray],
 ) -> list[Patch]:
     """An axis-aligned box: front face at the sampled depth, faces visible from a camera as one-sided patches."""
@@ -183,8 +199,11 @@ def _box(
     for origin, edge_u, edge_v, outward in faces:
         if not any(float(np.dot(outward, c - origin)) > 0 for c in cameras):
             continue  # never visible from either camera
-        patches.append(Patch(origin=origin, edge_u=edge_u, edge_v=edge_v, texture=len(textures),
-                             object_id=object_id, outward=outward))
+        patches.append(
+            Patch(
+                origin=origin, edge_u=edge_u, edge_v=edge_v, texture=len(textures), object_id=object_id, outward=outward
+            )
+        )
         textures.append(_texture_for(rng, (float(np.linalg.norm(edge_u)), float(np.linalg.norm(edge_v))), density))
     return patches
 
@@ -210,8 +229,10 @@ def random_scene(
         ValueError: The disparity range is empty or not positive, or ``num_objects`` is negative.
     """
     if not (0.0 < min_disparity < max_disparity and math.isfinite(max_disparity)):
-        raise ValueError(f"need 0 < min_disparity < max_disparity, got min_disparity={min_disparity!r}, "
-                         f"max_disparity={max_disparity!r}")
+        raise ValueError(
+            f"need 0 < min_disparity < max_disparity, got min_disparity={min_disparity!r}, "
+            f"max_disparity={max_disparity!r}"
+        )
     if num_objects is None:
         num_objects = int(rng.integers(3, 9))
     elif not isinstance(num_objects, (int, np.integer)) or num_objects < 0:

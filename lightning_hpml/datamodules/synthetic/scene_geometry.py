@@ -107,8 +107,10 @@ class StereoScene:
             raise ValueError("StereoScene needs at least one patch, got none")
         for k, patch in enumerate(self.patches):
             if not 0 <= patch.texture < len(self.textures):
-                raise ValueError(f"StereoScene patch {k} references texture {patch.texture}, but there are "
-                                 f"{len(self.textures)} textures")
+                raise ValueError(
+                    f"StereoScene patch {k} references texture {patch.texture}, but there are "
+                    f"{len(self.textures)} textures"
+                )
 
     @property
     def num_objects(self) -> int:

@@ -58,8 +58,16 @@ TEST_LIST = "lists/FlyingThings3D_release_TEST.list"
 _FT3D_FIRST_FRAME = 6
 _FT3D_FRAMES_PER_SEQUENCE = 10  # 0006..0015
 _FT3D_LETTERS = ("A", "B", "C")
-_MONKAA_SCENES = ("a_rain_of_stones_x2", "eating_x2", "family_x2", "flower_storm_x2", "funnyworld_x2",
-                  "lonetree_x2", "top_view_x2", "treeflight_x2")
+_MONKAA_SCENES = (
+    "a_rain_of_stones_x2",
+    "eating_x2",
+    "family_x2",
+    "flower_storm_x2",
+    "funnyworld_x2",
+    "lonetree_x2",
+    "top_view_x2",
+    "treeflight_x2",
+)
 _DRIVING_LEAVES = tuple(
     f"{focal}/{direction}/{speed}"
     for focal in ("15mm_focallength", "35mm_focallength")
@@ -198,8 +206,9 @@ def write_sceneflow(
         raise ValueError(f"`passes` must be distinct names among {SCENEFLOW_PASSES}, got {passes!r}")
     num_sequences = _positive_int("num_sequences", num_sequences)
     num_test_sequences = _positive_int("num_test_sequences", num_test_sequences)
-    frames = _positive_int("frames_per_sequence", frames_per_sequence,
-                           _FT3D_FRAMES_PER_SEQUENCE if "FlyingThings3D" in subsets else None)
+    frames = _positive_int(
+        "frames_per_sequence", frames_per_sequence, _FT3D_FRAMES_PER_SEQUENCE if "FlyingThings3D" in subsets else None
+    )
     height = _positive_int("height", height)
     width = _positive_int("width", width)
     max_disparity = default_max_disparity(width) if max_disparity is None else max_disparity
@@ -216,8 +225,14 @@ def write_sceneflow(
     test_lines: list[str] = []
     for frame in _frames(subsets, num_sequences, num_test_sequences, frames):
         key = f"{frame.subset}/{frame.sequence}/{frame.name}"
-        render = render_stereo_pair(height, width, max_disparity=float(max_disparity), min_disparity=min_disparity,
-                                    seed=item_rng(seed, key), anti_alias=anti_alias)
+        render = render_stereo_pair(
+            height,
+            width,
+            max_disparity=float(max_disparity),
+            min_disparity=min_disparity,
+            seed=item_rng(seed, key),
+            anti_alias=anti_alias,
+        )
         write_pfm(out / frame.disparity("left"), render.disparity_left)
         write_pfm(out / frame.disparity("right"), render.disparity_right)
         views = {"cleanpass": (render.left, render.right)}
@@ -238,10 +253,20 @@ def write_sceneflow(
         generator="lightning_hpml.datamodules.synthetic.write_sceneflow",
         description="Scene Flow (FlyingThings3D / Monkaa / Driving) as distributed, plus FADNet-style list files",
         parameters={
-            "subsets": list(subsets), "num_sequences": num_sequences, "num_test_sequences": num_test_sequences,
-            "frames_per_sequence": frames, "height": height, "width": width, "max_disparity": max_disparity,
-            "min_disparity": min_disparity, "seed": seed, "passes": list(passes), "anti_alias": anti_alias,
-            "num_train_pairs": len(train_lines), "num_test_pairs": len(test_lines), "list_pass": list_pass,
+            "subsets": list(subsets),
+            "num_sequences": num_sequences,
+            "num_test_sequences": num_test_sequences,
+            "frames_per_sequence": frames,
+            "height": height,
+            "width": width,
+            "max_disparity": max_disparity,
+            "min_disparity": min_disparity,
+            "seed": seed,
+            "passes": list(passes),
+            "anti_alias": anti_alias,
+            "num_train_pairs": len(train_lines),
+            "num_test_pairs": len(test_lines),
+            "list_pass": list_pass,
         },
     )
     return out

@@ -153,8 +153,10 @@ def _shade(scene: StereoScene, hits: _Hits) -> np.ndarray:
     """Colour of every ray from its patch's texture (bilinear), float32 ``(R, C, 3)``."""
     ids = hits.patch.ravel()
     if ids.size and ids.min() < 0:
-        raise RuntimeError(f"{int((ids < 0).sum())} rays hit no surface; the background must cover both views "
-                           "(this is a bug in the scene construction)")
+        raise RuntimeError(
+            f"{int((ids < 0).sum())} rays hit no surface; the background must cover both views "
+            "(this is a bug in the scene construction)"
+        )
     s, t = hits.s.ravel(), hits.t.ravel()
     order = np.argsort(ids, kind="stable")
     counts = np.bincount(ids, minlength=len(scene.patches))
@@ -163,7 +165,7 @@ def _shade(scene: StereoScene, hits: _Hits) -> np.ndarray:
     for k, count in enumerate(counts):
         if count == 0:
             continue
-        idx = order[start:start + count]
+        idx = order[start : start + count]
         start += count
         tex = scene.textures[scene.patches[k].texture]
         th, tw = tex.shape[:2]
@@ -180,8 +182,13 @@ def _sample_bilinear(texture: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.nd
     map_y = np.zeros(rows * chunk, np.float32)
     map_x[:n] = x
     map_y[:n] = y
-    sampled = cv2.remap(texture, map_x.reshape(rows, chunk), map_y.reshape(rows, chunk), cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REPLICATE)
+    sampled = cv2.remap(
+        texture,
+        map_x.reshape(rows, chunk),
+        map_y.reshape(rows, chunk),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
     return sampled.reshape(-1, 3)[:n]
 
 
@@ -235,8 +242,10 @@ def render_scene(
             # INTER_AREA with an integer factor is the exact mean of each aa x aa block (and much faster).
             colour = cv2.resize(_shade(scene, sub), (w, h), interpolation=cv2.INTER_AREA)
         if not np.isfinite(centre.depth).all():
-            raise RuntimeError(f"{int((~np.isfinite(centre.depth)).sum())} pixel-centre rays of the camera at "
-                               f"x={cam_x} hit no surface; the background must cover both views")
+            raise RuntimeError(
+                f"{int((~np.isfinite(centre.depth)).sum())} pixel-centre rays of the camera at "
+                f"x={cam_x} hit no surface; the background must cover both views"
+            )
         if photometric_jitter > 0.0:
             gain = 1.0 + rng.uniform(-photometric_jitter, photometric_jitter, size=3)
             offset = rng.uniform(-photometric_jitter / 2, photometric_jitter / 2, size=3)
@@ -304,6 +313,7 @@ def render_stereo_pair(
         min_disparity = default_min_disparity(max_disparity)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     rig = StereoRig(height=height, width=width, focal=float(width), baseline=1.0)
-    scene = random_scene(rig, rng, min_disparity=float(min_disparity), max_disparity=float(max_disparity),
-                         num_objects=num_objects)
+    scene = random_scene(
+        rig, rng, min_disparity=float(min_disparity), max_disparity=float(max_disparity), num_objects=num_objects
+    )
     return render_scene(scene, rig, anti_alias=anti_alias, photometric_jitter=photometric_jitter, rng=rng)

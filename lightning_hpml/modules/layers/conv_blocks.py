@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["ConvLReLU", "ResBlock", "UpConvLReLU", "DisparityHead", "iconv", "disparity_upsampler"]
+__all__ = ["ConvLReLU", "DisparityHead", "ResBlock", "UpConvLReLU", "disparity_upsampler", "iconv"]
 
 
 class ConvLReLU(nn.Sequential):

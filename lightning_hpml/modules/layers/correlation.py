@@ -25,8 +25,9 @@ def correlation_1d(left: Tensor, right: Tensor, max_displacement: int) -> Tensor
         Cost volume ``(B, D, H, W)``.
     """
     if left.shape != right.shape:
-        raise ValueError(f"left and right features must have the same shape, got {tuple(left.shape)} and "
-                         f"{tuple(right.shape)}")
+        raise ValueError(
+            f"left and right features must have the same shape, got {tuple(left.shape)} and {tuple(right.shape)}"
+        )
     if max_displacement < 1:
         raise ValueError(f"`max_displacement` must be >= 1, got {max_displacement}")
     width = left.shape[-1]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["warp_right_to_left", "channel_norm"]
+__all__ = ["channel_norm", "warp_right_to_left"]
 
 
 def warp_right_to_left(right: Tensor, disparity: Tensor) -> Tensor:
@@ -20,8 +20,9 @@ def warp_right_to_left(right: Tensor, disparity: Tensor) -> Tensor:
         disparity: Left-view disparity in pixels ``(B, 1, H, W)``.
     """
     if disparity.shape[1] != 1 or disparity.shape[0] != right.shape[0] or disparity.shape[-2:] != right.shape[-2:]:
-        raise ValueError(f"disparity must be (B, 1, H, W) matching right {tuple(right.shape)}, got "
-                         f"{tuple(disparity.shape)}")
+        raise ValueError(
+            f"disparity must be (B, 1, H, W) matching right {tuple(right.shape)}, got {tuple(disparity.shape)}"
+        )
     b, _, h, w = right.shape
     ys = torch.arange(h, device=right.device, dtype=right.dtype).view(1, h, 1).expand(b, h, w)
     xs = torch.arange(w, device=right.device, dtype=right.dtype).view(1, 1, w).expand(b, h, w)

@@ -24,7 +24,7 @@ from lightning_hpml.modules.layers import (
     iconv,
 )
 
-__all__ = ["DispNetC", "DispNetRes", "DispNetDecoder", "scaled_channels"]
+__all__ = ["DispNetC", "DispNetDecoder", "DispNetRes", "scaled_channels"]
 
 #: Encoder widths of conv1 .. conv6 and decoder widths of levels 5 .. 0 at width multiplier 1.
 ENCODER_CHANNELS = (64, 128, 256, 512, 512, 1024)
@@ -84,7 +84,9 @@ class DispNetDecoder(nn.Module):
             self.heads.append(DisparityHead(out_channels))
             previous = out_channels
 
-    def forward(self, bottleneck: Tensor, skips: Sequence[Tensor], base: Sequence[Tensor] | None = None) -> list[Tensor]:
+    def forward(
+        self, bottleneck: Tensor, skips: Sequence[Tensor], base: Sequence[Tensor] | None = None
+    ) -> list[Tensor]:
         """Decode.
 
         Args:

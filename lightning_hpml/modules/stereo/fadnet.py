@@ -70,8 +70,10 @@ class FADNet(nn.Module):
     def forward(self, left: Tensor, right: Tensor) -> dict[str, Any]:
         h, w = left.shape[-2:]
         if h % self.size_divisor or w % self.size_divisor:
-            raise ValueError(f"FADNet needs H and W divisible by {self.size_divisor}, got {h}x{w}; pad the input "
-                             "(StereoModule does this for evaluation)")
+            raise ValueError(
+                f"FADNet needs H and W divisible by {self.size_divisor}, got {h}x{w}; pad the input "
+                "(StereoModule does this for evaluation)"
+            )
         if self.normalize_input:
             left = (left - self.mean) / self.std
             right = (right - self.mean) / self.std

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LossRound", "MultiScaleDisparityLoss", "round_at_epoch", "FADNET_SCENEFLOW_ROUNDS"]
+__all__ = ["FADNET_SCENEFLOW_ROUNDS", "LossRound", "MultiScaleDisparityLoss", "round_at_epoch"]
 
 
 @dataclass
@@ -82,7 +82,9 @@ class MultiScaleDisparityLoss(nn.Module):
                 continue
             factor = target.shape[-1] // pred.shape[-1]
             if pred.shape[-2:] != (target.shape[-2] // factor, target.shape[-1] // factor):
-                raise ValueError(f"scale {k}: prediction {tuple(pred.shape)} does not tile target {tuple(target.shape)}")
+                raise ValueError(
+                    f"scale {k}: prediction {tuple(pred.shape)} does not tile target {tuple(target.shape)}"
+                )
             tgt, mask = pooled_target(target, valid, factor)
             if mask.any():
                 total = total + weight * F.smooth_l1_loss(pred[mask], tgt[mask], beta=1.0)

@@ -179,6 +179,10 @@ class StereoModule(L.LightningModule):
         if not isinstance(self.logger, TensorBoardLogger) or self.trainer.sanity_checking:
             return
         panel = stereo_panel(
-            batch["left"][0], pred[0, 0], batch["disparity"][0, 0], batch["valid"][0, 0], max_disp=self.hparams.image_max_disp
+            batch["left"][0],
+            pred[0, 0],
+            batch["disparity"][0, 0],
+            batch["valid"][0, 0],
+            max_disp=self.hparams.image_max_disp,
         )
         self.logger.experiment.add_image("val/disparity", panel, self.global_step, dataformats="HWC")
