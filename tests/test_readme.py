@@ -12,7 +12,7 @@ README = Path(__file__).parents[1] / "README.md"
 
 
 def test_readme_python_quickstart_runs(tmp_path):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     assert blocks, "README has no python code block"
     script = tmp_path / "quickstart.py"
     script.write_text("\n\n".join(blocks))

@@ -64,3 +64,14 @@ def test_input_size_not_divisible_by_64_is_rejected_with_hint():
     net = create_model("fadnet_tiny")
     with pytest.raises(ValueError, match="divisible by 64"):
         net(torch.rand(1, 3, 60, 128), torch.rand(1, 3, 60, 128))
+
+
+@pytest.mark.gpu
+def test_fadnet_on_cuda_matches_cpu():
+    torch.manual_seed(0)
+    net = create_model("fadnet_w025").eval()
+    left, right = torch.rand(2, 3, 128, 256), torch.rand(2, 3, 128, 256)
+    with torch.no_grad():
+        cpu = net(left, right)["disparity"]
+        gpu = net.cuda()(left.cuda(), right.cuda())["disparity"].cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-3)
