@@ -52,8 +52,8 @@ def test_registry_lists_sizes_and_rejects_unknown_names():
         create_model("fadnet_huge")
 
 
-@pytest.mark.parametrize("name", list_models("*"))
-def test_every_registered_model_runs_forward_backward_tiny(name):
+@pytest.mark.parametrize("name", ["fadnet", *list_models("fadnet_*")])
+def test_every_fadnet_size_runs_forward_backward_tiny(name):
     net = create_model(name, width=0.0625)
     out = net(torch.rand(2, 3, 64, 128), torch.rand(2, 3, 64, 128))
     sum(p.mean() for p in out["stage1"] + out["stage2"]).backward()
