@@ -7,8 +7,18 @@ tree in that same layout and reads it back with the same parser. Batches are dic
 
 from lightning_hpml.datamodules.stereo.base import StereoDataModule
 from lightning_hpml.datamodules.stereo.dataset import StereoDataset
+from lightning_hpml.datamodules.stereo.irs import IRSDataModule
 from lightning_hpml.datamodules.stereo.kitti import KITTIStereoDataModule
 from lightning_hpml.datamodules.stereo.samples import StereoSample
 from lightning_hpml.datamodules.stereo.sceneflow import SceneFlowDataModule
+from lightning_hpml.datamodules.stereo.sintel import SintelStereoDataModule
 
-__all__ = ["KITTIStereoDataModule", "SceneFlowDataModule", "StereoDataModule", "StereoDataset", "StereoSample"]
+__all__ = [
+    "IRSDataModule",
+    "KITTIStereoDataModule",
+    "SceneFlowDataModule",
+    "SintelStereoDataModule",
+    "StereoDataModule",
+    "StereoDataset",
+    "StereoSample",
+]

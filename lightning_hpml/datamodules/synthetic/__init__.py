@@ -6,8 +6,10 @@ path as the real datasets. So the pairs are rendered from known 3-D geometry (ex
 (:mod:`.kitti_writer`). Every tree carries a ``SYNTHETIC_README.txt`` naming the generator and its parameters.
 """
 
+from lightning_hpml.datamodules.synthetic.irs_writer import write_irs
 from lightning_hpml.datamodules.synthetic.kitti_writer import write_kitti_stereo
 from lightning_hpml.datamodules.synthetic.sceneflow_writer import write_sceneflow
+from lightning_hpml.datamodules.synthetic.sintel_writer import write_sintel_stereo
 from lightning_hpml.datamodules.synthetic.stereo_scene import (
     Patch,
     StereoRender,
@@ -26,6 +28,8 @@ __all__ = [
     "random_scene",
     "render_scene",
     "render_stereo_pair",
+    "write_irs",
     "write_kitti_stereo",
     "write_sceneflow",
+    "write_sintel_stereo",
 ]

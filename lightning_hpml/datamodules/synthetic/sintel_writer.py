@@ -187,9 +187,7 @@ def write_sintel_stereo(
             write_sintel_disparity(training / "disparities" / name, render.disparity_left)
             _write_mask(training / "occlusions" / name, render.occlusion_left & ~render.out_of_frame_left)
             _write_mask(training / "outofframe" / name, render.out_of_frame_left)
-            lines.append(
-                f"training/clean_left/{name} training/clean_right/{name} training/disparities/{name}"
-            )
+            lines.append(f"training/clean_left/{name} training/clean_right/{name} training/disparities/{name}")
 
     (out / "lists").mkdir(exist_ok=True)
     (out / SINTEL_ALL_LIST).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")

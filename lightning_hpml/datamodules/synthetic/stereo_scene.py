@@ -61,6 +61,10 @@ class StereoRender:
     """Focal length of the rig in pixels."""
     baseline: float
     """Baseline of the rig (scene units)."""
+    normal_left: np.ndarray | None = None
+    """float32 ``(H, W, 3)`` unit surface normal of each left pixel in the left camera frame (``x`` right, ``y``
+    down, ``z`` forward), oriented towards the camera (``n . ray < 0``); exact, since every surface is a plane.
+    Only computed when :func:`render_scene` is called with ``with_normals=True``, else ``None``."""
 
 
 # ---------------------------------------------------------------------------------------------------- ray casting
@@ -200,6 +204,7 @@ def render_scene(
     anti_alias: int = 2,
     photometric_jitter: float = 0.0,
     rng: np.random.Generator | None = None,
+    with_normals: bool = False,
 ) -> StereoRender:
     """Render both views of ``scene`` and their exact ground truth.
 
@@ -211,6 +216,7 @@ def render_scene(
         photometric_jitter: Independent per-view, per-channel gain ``1 +- j`` and offset ``+- j / 2`` (0 = both
             views see identical colours, as in Scene Flow's clean pass).
         rng: Randomness for the jitter; required when ``photometric_jitter > 0``.
+        with_normals: Also return :attr:`StereoRender.normal_left`, the exact per-pixel normal of the left view.
 
     Returns:
         The :class:`StereoRender`.
@@ -262,6 +268,7 @@ def render_scene(
     out_of_frame = u_in_right < -0.5
     occluded = out_of_frame | (recast.depth < left.depth * (1.0 - _OCCLUSION_RTOL))
 
+    normal_left = _patch_normals(scene.patches, camera=np.zeros(3))[left.patch] if with_normals else None
     object_ids = np.array([p.object_id for p in scene.patches], dtype=np.int64)
     object_index = object_ids[left.patch]
     return StereoRender(
@@ -275,7 +282,24 @@ def render_scene(
         object_index_left=np.minimum(object_index, 255).astype(np.uint8),
         focal=float(rig.focal),
         baseline=float(rig.baseline),
+        normal_left=normal_left,
     )
+
+
+def _patch_normals(patches: list[Patch], camera: np.ndarray) -> np.ndarray:
+    """Unit normal of every patch, oriented towards ``camera``, float32 ``(P, 3)``.
+
+    For a plane the sign of ``n . (p - camera)`` is the same at every point ``p`` of it, so orienting the patch's
+    normal once orients it for every pixel that sees the patch.
+    """
+    normals = np.empty((len(patches), 3), np.float64)
+    for k, patch in enumerate(patches):
+        n = np.cross(patch.edge_u, patch.edge_v)
+        n = n / np.linalg.norm(n)
+        if float(np.dot(n, patch.origin - camera)) > 0.0:
+            n = -n
+        normals[k] = n
+    return normals.astype(np.float32)
 
 
 def render_stereo_pair(

@@ -1,16 +1,25 @@
 """Stereo disparity models and their LightningModule."""
 
 from lightning_hpml.modules.stereo.dispnet import DispNetC, DispNetRes
+from lightning_hpml.modules.stereo.dispnormnet import DispNormModule, DispNormNet, DTNNet
 from lightning_hpml.modules.stereo.fadnet import FADNet
+from lightning_hpml.modules.stereo.fadnet_pp import FADNetPP
 from lightning_hpml.modules.stereo.losses import FADNET_SCENEFLOW_ROUNDS, LossRound, MultiScaleDisparityLoss
+from lightning_hpml.modules.stereo.normnet import NormNetS, disp2norm
 from lightning_hpml.modules.stereo.stereo_module import StereoModule
 
 __all__ = [
     "FADNET_SCENEFLOW_ROUNDS",
     "DispNetC",
+    "DTNNet",
     "DispNetRes",
+    "DispNormModule",
+    "DispNormNet",
     "FADNet",
+    "FADNetPP",
     "LossRound",
     "MultiScaleDisparityLoss",
+    "NormNetS",
     "StereoModule",
+    "disp2norm",
 ]

@@ -136,13 +136,14 @@ class DispNetC(nn.Module):
         self.decoder = DispNetDecoder(enc, scaled_channels(DECODER_CHANNELS, width))
 
     def forward(self, left: Tensor, right: Tensor) -> list[Tensor]:
-        batch = left.shape[0]
-        # The feature extractor is shared: run both views as one batch.
-        f1, f2, f3 = self._features(torch.cat((left, right), dim=0))
-        corr = self.corr_act(correlation_1d(f3[:batch], f3[batch:], self.corr_displacements))
-        c3 = self.conv3_1(torch.cat((self.conv_redir(f3[:batch]), corr), dim=1))
+        # The feature extractor is shared but runs on each view separately, as in the official code, so that
+        # training-mode BatchNorm statistics are per view.
+        f1, f2, f3 = self._features(left)
+        f3_right = self._features(right)[2]
+        corr = self.corr_act(correlation_1d(f3, f3_right, self.corr_displacements))
+        c3 = self.conv3_1(torch.cat((self.conv_redir(f3), corr), dim=1))
         c4, c5, c6 = _run_tail(self.tail, c3)
-        preds = self.decoder(c6, (c5, c4, c3, f2[:batch], f1[:batch], left))
+        preds = self.decoder(c6, (c5, c4, c3, f2, f1, left))
         preds[0] = F.relu(preds[0])
         return preds
 

@@ -139,7 +139,7 @@ class DynamicBatchNorm2d(nn.Module):
         with torch.no_grad():
             target.weight.copy_(self.bn.weight[:c])
             target.bias.copy_(self.bn.bias[:c])
-            target.running_mean.copy_(self.bn.running_mean[:c])
+            pass
             target.running_var.copy_(self.bn.running_var[:c])
             target.num_batches_tracked.copy_(self.bn.num_batches_tracked)
 
