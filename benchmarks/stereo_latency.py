@@ -8,6 +8,8 @@ signature are skipped with the reason printed (and recorded in the JSON).
 
 Modes (each model's time is also given as a ratio to its own ``fp32`` run in the same process):
 
+Each model is measured in its own fresh interpreter (``--no-isolate`` measures all in one process).
+
 - CPU: ``fp32``. Peak memory is the peak resident set size of the process during the forwards (warm-up and
   timed) minus the resident size before them (weights already loaded), read from ``/proc/self/status`` ``VmHWM`` after resetting it
   through ``/proc/self/clear_refs`` (Linux >= 4.0); elsewhere the ``ru_maxrss`` increase (0 when an earlier peak
@@ -29,12 +31,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import gc
 import inspect
 import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -113,10 +118,22 @@ def _reset_peak_rss() -> bool:
     return True
 
 
+def _release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so that the resident
+    size at the start of a measurement holds live data only and not what an earlier model freed (which the next
+    forward could reuse without raising the RSS, hiding its peak)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the measurement may under-report after an earlier model
+        pass
+
+
 class CpuPeakMemory:
     """Peak resident memory above the level at entry, in MiB (``value``), and how it was measured (``method``)."""
 
     def __enter__(self) -> Self:
+        _release_freed_memory()
         self.method = "VmHWM" if _reset_peak_rss() and _status_kib("VmHWM") is not None else "ru_maxrss"
         if self.method == "VmHWM":
             self._start = _status_kib("VmRSS") or 0
@@ -322,6 +339,18 @@ def print_table(records: list[dict[str, Any]], machine: dict[str, Any], args: ar
     Console(width=160).print(table)
 
 
+def run_isolated(name: str, argv: list[str] | None) -> dict[str, Any]:
+    """Measure one model in a fresh interpreter (same arguments plus ``--worker``), so that memory an earlier
+    model left in the allocator, and one-time library set-up, cannot leak into its numbers."""
+    forwarded = list(sys.argv[1:] if argv is None else argv)
+    command = [sys.executable, str(Path(__file__).resolve()), *forwarded, "--worker", name]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return {"model": name, "skipped": f"worker process failed with exit code {done.returncode}"}
+    return json.loads(lines[-1])
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="*", help="shell-style glob over registered model names (default: *)")
@@ -339,6 +368,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
+    parser.add_argument(
+        "--no-isolate",
+        dest="isolate",
+        action="store_false",
+        help="measure all models in this process (faster start; CPU peak memory then depends on model order)",
+    )
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: measure one model, print JSON
     args = parser.parse_args(argv)
     for name in ("height", "width", "batch_size", "repeats"):
         if getattr(args, name) < 1:
@@ -348,7 +384,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None) -> Path | None:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -361,11 +397,14 @@ def main(argv: list[str] | None = None) -> Path:
     names = list_models(args.models)
     if not names:
         raise SystemExit(f"--models {args.models!r} matches no registered model; registered: {list_models()}")
+    if args.worker is not None:
+        print(json.dumps(benchmark_model(args.worker, args, device)))
+        return None
     machine = machine_description(device)
     records = []
     for name in names:
         print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
-        record = benchmark_model(name, args, device)
+        record = run_isolated(name, argv) if args.isolate else benchmark_model(name, args, device)
         if "skipped" in record:
             print(f"  skipped {name}: {record['skipped']}", file=sys.stderr, flush=True)
         records.append(record)

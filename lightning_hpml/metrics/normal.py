@@ -47,7 +47,9 @@ def _check_normals(pred: Tensor, target: Tensor, valid: Tensor | None) -> Tensor
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"`{name}` must have shape (B, 3, H, W), got {tuple(x.shape)}")
     if pred.shape != target.shape:
-        raise ValueError(f"`pred` and `target` must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"`pred` and `target` must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     if valid is None:
         return (torch.isfinite(target) & (target.abs() <= 1.0)).all(dim=1)
     if not isinstance(valid, Tensor) or valid.dtype != torch.bool:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import cv2
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -20,6 +21,8 @@ from lightning_hpml.datamodules.synthetic.output_tree import item_rng
 from lightning_hpml.datamodules.synthetic.random_scene import default_max_disparity, default_min_disparity
 from lightning_hpml.datamodules.synthetic.sintel_writer import SINTEL_ALL_LIST, SINTEL_SCENE_FRAMES, SINTEL_SCENES
 from lightning_hpml.datamodules.synthetic.stereo_scene import render_stereo_pair
+from lightning_hpml.modules import create_model
+from lightning_hpml.modules.stereo import StereoModule
 
 HEIGHT, WIDTH = 32, 64
 TREE = {"height": HEIGHT, "width": WIDTH, "anti_alias": 1}
@@ -282,3 +285,24 @@ def test_root_none_generates_once_and_reuses(tmp_path, monkeypatch):
     again.prepare_data()
     again.setup("validate")
     assert len(again.datasets["val"]) == 5 and math.isfinite(float(again.datasets["val"][0]["disparity"].sum()))
+
+
+def test_trainer_fits_and_validates_fadnet_on_synthetic_sintel(tmp_path):
+    options = {"frames_per_scene": 1, "height": 64, "width": 128, "anti_alias": 1}
+    dm = _module(None, synthetic_dir=str(tmp_path / "tree"), synthetic_options=options, crop_size=(64, 128))
+    model = StereoModule(net=create_model("fadnet_tiny"), log_images=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=dm)
+    metrics = trainer.callback_metrics
+    assert math.isfinite(float(metrics["train/loss"])) and math.isfinite(float(metrics["val/epe"]))
+    assert 0 <= float(metrics["val/d1_all"]) <= 100

@@ -17,9 +17,7 @@ def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize(
-    ("name", "expected"), [("dispnormnet", 144_264_272), ("dtnnet", 144_273_680)]
-)
+@pytest.mark.parametrize(("name", "expected"), [("dispnormnet", 144_264_272), ("dtnnet", 144_273_680)])
 def test_full_size_parameter_counts_match_the_official_models(name: str, expected: int):
     with torch.device("meta"):
         model = create_model(name)
@@ -40,7 +38,9 @@ def test_disp2norm_is_exact_for_a_plane_slanted_along_x():
     normal = disp2norm(_plane_disparity(alpha, 0.0, gamma, h, w, w / 2, h / 2), f, f)
     expected = -torch.tensor([f * alpha, 0.0, gamma], dtype=torch.float64)
     expected = expected / expected.norm()
-    torch.testing.assert_close(normal[0, :, 1:-1, 1:-1], expected.view(3, 1, 1).expand(3, h - 2, w - 2), atol=2e-6, rtol=0)
+    torch.testing.assert_close(
+        normal[0, :, 1:-1, 1:-1], expected.view(3, 1, 1).expand(3, h - 2, w - 2), atol=2e-6, rtol=0
+    )
 
 
 def test_disp2norm_general_plane_is_exact_at_the_principal_point_and_faces_the_camera():
@@ -136,8 +136,42 @@ def test_short_training_on_synthetic_irs_learns_and_logs_normal_metrics(tmp_path
     L.seed_everything(0)
     trainer.fit(module, datamodule=dm)
     metrics = trainer.callback_metrics
-    for key in ("val/epe", "val/normal_mean_deg", "val/normal_median_deg", "val/normal_within_11_25", "train/normal_loss"):
+    for key in (
+        "val/epe",
+        "val/normal_mean_deg",
+        "val/normal_median_deg",
+        "val/normal_within_11_25",
+        "train/normal_loss",
+    ):
         assert key in metrics and math.isfinite(float(metrics[key])), key
     assert 0.0 <= float(metrics["val/normal_within_30"]) <= 1.0
     module.train()
     assert normal_loss() < before
+
+
+@pytest.mark.parametrize(("config", "cls"), [("dispnormnet_irs.yaml", DispNormNet), ("dtnnet_irs.yaml", DTNNet)])
+def test_configs_hold_the_official_recipe(config: str, cls: type, tmp_path):
+    from pathlib import Path
+
+    from lightning_hpml.cli import main
+
+    path = Path(__file__).resolve().parents[2] / "configs" / config
+    cli = main(
+        [
+            "--config",
+            str(path),
+            "--model.init_args.net.init_args.width=0.0625",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger=false",
+            "--trainer.callbacks=[]",
+        ],
+        run=False,
+    )
+    module, data = cli.model, cli.datamodule
+    assert isinstance(module, DispNormModule) and type(module.net) is cls
+    assert isinstance(data, IRSDataModule) and data.crop_size == (384, 768) and data.focal == 480.0
+    assert module.hparams.lr == 1e-4 and module.hparams.amsgrad and module.hparams.normal_loss_weight == 3.0
+    assert [r.epochs for r in module.loss_rounds] == [20, 20, 20, 30]
+    assert module.loss_rounds[0].weights == [0.32, 0.16, 0.08, 0.04, 0.02, 0.01, 0.005]
+    assert list(module.hparams.supervised_outputs) == ["stage1"]
+    assert cli.trainer.max_epochs == 90

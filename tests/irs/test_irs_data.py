@@ -11,12 +11,12 @@ import torch
 from lightning_hpml.datamodules.formats import read_exr, read_exr_channels
 from lightning_hpml.datamodules.stereo import IRSDataModule
 from lightning_hpml.datamodules.stereo.irs import (
-    IRSTrainTransform,
     decode_irs_normal,
     orient_normals_to_camera,
     read_irs_list,
     read_irs_normal,
 )
+from lightning_hpml.datamodules.stereo.transforms import StereoTrainTransform
 from lightning_hpml.datamodules.synthetic import write_irs
 from lightning_hpml.datamodules.synthetic.irs_writer import IRS_FOCAL, render_irs_frame
 from lightning_hpml.datamodules.synthetic.output_tree import item_rng
@@ -42,11 +42,13 @@ def test_tree_has_the_real_layout_and_lists(tree: Path):
         scenes = [p for p in (tree / category).iterdir() if p.is_dir()]
         assert len(scenes) == 1
         names = sorted(p.name for p in scenes[0].iterdir())
-        assert names == [f"{k}_{i:05d}.{e}" for k, e in (("d", "exr"), ("l", "png"), ("n", "exr"), ("r", "png")) for i in (1, 2)]
+        assert names == [
+            f"{k}_{i:05d}.{e}" for k, e in (("d", "exr"), ("l", "png"), ("n", "exr"), ("r", "png")) for i in (1, 2)
+        ]
     train = (tree / "lists/irs_train.list").read_text().splitlines()
     test = (tree / "lists/irs_test.list").read_text().splitlines()
     assert len(train) == 6 and len(test) == 2 and not set(train) & set(test)
-    left, right, disp, normal = train[0].split()
+    left, _right, disp, normal = train[0].split()
     assert left.startswith("Home/") and left.endswith("/l_00001.png") and normal.endswith("/n_00001.exr")
     assert read_exr_channels(tree / disp) == {"G": "FLOAT"}  # single G channel, as IRS's files
     assert sorted(read_exr_channels(tree / normal)) == ["B", "G", "R"]
@@ -91,6 +93,12 @@ def test_renderer_normals_agree_with_the_3d_points_of_the_disparity():
     assert ((n * points).sum(-1) < 0).all()
 
 
+def test_renderer_normals_are_optional():
+    from lightning_hpml.datamodules.synthetic import render_stereo_pair
+
+    assert render_stereo_pair(16, 32, max_disparity=4.0, seed=0, anti_alias=1).normal_left is None
+
+
 def test_decode_and_orientation_convention():
     encoded = np.array([[[0.5, 0.5, 1.0], [0.5, 0.5, 0.0], [1.0, 0.5, 0.5]]], np.float32)  # z+, z-, x+
     decoded = decode_irs_normal(encoded)
@@ -98,6 +106,22 @@ def test_decode_and_orientation_convention():
     oriented = orient_normals_to_camera(decoded, focal=480.0, cx=1.0, cy=0.0)
     # Facing away (+z) is flipped to -z; -z is kept; +x at a pixel right of the centre (ray x > 0) is flipped.
     np.testing.assert_array_equal(oriented, [[[0, 0, -1], [0, 0, -1], [-1, 0, 0]]])
+
+
+def test_invalid_normals_are_masked(tmp_path: Path):
+    from lightning_hpml.datamodules.formats import write_exr
+
+    encoded = np.full((2, 3, 3), 0.5, np.float32)
+    encoded[0, 0] = (0.5, 0.5, 0.0)  # valid: (0, 0, -1)
+    encoded[0, 1] = (np.nan, 0.5, 0.0)  # not finite
+    encoded[0, 2] = (1.5, 0.5, 0.0)  # x = 2: out of [-1, 1]
+    encoded[1, 0] = (0.5, 0.5, 0.5)  # zero vector
+    encoded[1, 1] = (0.5, 0.5, 1.0)  # (0, 0, 1): valid, flipped to face the camera
+    write_exr(tmp_path / "n.exr", encoded)
+    normal, valid = read_irs_normal(tmp_path / "n.exr")
+    np.testing.assert_array_equal(valid, [[True, False, False], [False, True, False]])
+    np.testing.assert_array_equal(normal[~valid], 0.0)
+    np.testing.assert_array_equal(normal[1, 1], [0, 0, -1])
 
 
 def test_datamodule_batches_carry_aligned_normals(tree: Path):
@@ -112,7 +136,7 @@ def test_datamodule_batches_carry_aligned_normals(tree: Path):
     assert (batch["normal"][:, 2] <= 1e-6).float().mean() > 0.9  # mostly n_z < 0 (camera-facing)
     # The crop window is the same for images, disparity and normals: find it in the full sample.
     torch.manual_seed(0)
-    crop = IRSTrainTransform((32, 64), color=False)(full)
+    crop = StereoTrainTransform((32, 64), color=False)(full)
     hits = [
         (t, l)
         for t in range(H - 31)

@@ -48,7 +48,7 @@ from lightning_hpml.datamodules.formats import read_exr
 from lightning_hpml.datamodules.stereo.base import Split, StereoDataModule, synthetic_image_size
 from lightning_hpml.datamodules.stereo.dataset import StereoDataset, Transform
 from lightning_hpml.datamodules.stereo.samples import StereoSample, check_samples_exist, default_sample_name
-from lightning_hpml.datamodules.stereo.transforms import ColorAugment
+from lightning_hpml.datamodules.stereo.transforms import StereoTrainTransform
 from lightning_hpml.datamodules.synthetic.irs_writer import (
     IRS_BASELINE,
     IRS_FOCAL,
@@ -62,7 +62,6 @@ __all__ = [
     "IRS_FOCAL",
     "IRSDataModule",
     "IRSDataset",
-    "IRSTrainTransform",
     "decode_irs_normal",
     "orient_normals_to_camera",
     "read_irs_list",
@@ -119,9 +118,9 @@ def read_irs_normal(path: str | Path, focal: float = IRS_FOCAL) -> tuple[np.ndar
     return np.where(valid[..., None], normal, np.float32(0.0)).astype(np.float32), valid
 
 
-def _strip_v1_prefix(entry: str, root: Path) -> str:
+def _strip_v1_prefix(entry: str) -> str:
     parts = PurePosixPath(entry.replace("\\", "/")).parts
-    if parts and parts[0] == _V1_PREFIX and not (root / _V1_PREFIX).is_dir():
+    if parts and parts[0] == _V1_PREFIX:
         return "/".join(parts[1:])
     return entry
 
@@ -141,12 +140,13 @@ def read_irs_list(path: str | Path, root: str | Path) -> tuple[list[StereoSample
         raise FileNotFoundError(f"IRS list file {path} does not exist")
     samples: list[StereoSample] = []
     normals: list[Path | None] = []
+    strip = not (root / _V1_PREFIX).is_dir()  # root is the IRSDataset folder itself
     with path.open("r", encoding="utf-8") as handle:
         for line_no, raw in enumerate(handle, start=1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
-            fields = [_strip_v1_prefix(f, root) for f in line.split()]
+            fields = [_strip_v1_prefix(f) for f in line.split()] if strip else line.split()
             if len(fields) not in (3, 4):
                 raise ValueError(
                     f"{path}:{line_no}: expected 'left right disparity normal' (4 paths, or 3 without normal), "
@@ -172,8 +172,8 @@ class IRSDataset(StereoDataset):
     Args:
         samples: The stereo samples.
         normals: One normal file per sample; all ``None`` (no normal keys) or all given.
-        transform: Applied to the item dict (must crop ``normal``/``normal_valid`` too; see
-            :class:`IRSTrainTransform`).
+        transform: Applied to the item dict (:class:`StereoTrainTransform` crops ``normal``/``normal_valid``
+            with the same window as the images).
         max_disp: Disparities at or above this are marked invalid.
         seed: Base seed for ``(epoch, index)`` keys.
         focal: Focal length used to orient the normals towards the camera.
@@ -218,43 +218,6 @@ class IRSDataset(StereoDataset):
         item["normal"] = torch.from_numpy(np.ascontiguousarray(normal.transpose(2, 0, 1)))
         item["normal_valid"] = torch.from_numpy(valid)[None]
         return item
-
-
-class IRSTrainTransform:
-    """FADNet's training transform extended to normals: one random crop window for the images, disparity, normal
-    and both masks, then independent colour noise per view (the normals are geometry and are not changed).
-
-    Args:
-        crop_size: ``(height, width)`` of the crop (official IRS recipe: 384 x 768).
-        color: Apply :class:`~lightning_hpml.datamodules.stereo.transforms.ColorAugment` to each view.
-    """
-
-    keys = ("left", "right", "disparity", "valid", "normal", "normal_valid")
-
-    def __init__(self, crop_size: tuple[int, int], color: bool = True) -> None:
-        if len(crop_size) != 2 or not all(isinstance(v, int) and v > 0 for v in crop_size):
-            raise ValueError(f"`crop_size` must be two positive integers (height, width), got {crop_size!r}")
-        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
-        self.color = ColorAugment() if color else None
-
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        height, width = sample["left"].shape[-2:]
-        crop_h, crop_w = self.crop_size
-        if crop_h > height or crop_w > width:
-            raise ValueError(
-                f"sample {sample.get('name', '?')!r}: crop_size={self.crop_size} (height, width) is larger than "
-                f"the image ({height}, {width}); choose a smaller crop_size"
-            )
-        top = int(torch.randint(0, height - crop_h + 1, ()).item())
-        left = int(torch.randint(0, width - crop_w + 1, ()).item())
-        out = dict(sample)
-        for key in self.keys:
-            if key in out:
-                out[key] = out[key][..., top : top + crop_h, left : left + crop_w]
-        if self.color is not None:
-            out["left"] = self.color(out["left"])
-            out["right"] = self.color(out["right"])
-        return out
 
 
 class IRSDataModule(StereoDataModule):
@@ -356,7 +319,7 @@ class IRSDataModule(StereoDataModule):
                 f"{len(missing)} of {len(normals)} normal files are missing under {self.data_root}, e.g. "
                 f"{missing[0]}; expected layout: {self.expected_layout}"
             )
-        transform = IRSTrainTransform(self.crop_size, color=self.augment) if split == "train" else None
+        transform = StereoTrainTransform(self.crop_size, color=self.augment) if split == "train" else None
         return IRSDataset(
             samples, normals, transform=transform, max_disp=self.max_disp, seed=self.seed, focal=self.focal
         )

@@ -40,8 +40,6 @@ IMAGENET_PCA_EIGVEC = (
     (-0.5836, -0.6948, 0.4203),
 )
 
-_SPATIAL_KEYS = ("left", "right", "disparity", "valid")
-
 
 class RandomCrop:
     """Crop every image-shaped entry of a sample dict with one random window.
@@ -65,7 +63,8 @@ class RandomCrop:
         self.min_top_fraction = float(min_top_fraction)
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        """Return a copy of ``sample`` with ``left``/``right``/``disparity``/``valid`` cropped alike.
+        """Return a copy of ``sample`` with every tensor of the image's size (views, disparity, masks, normals, ...)
+        cropped with the same window.
 
         Raises:
             ValueError: The crop is larger than the image (the message names ``crop_size``, the image size and
@@ -83,9 +82,9 @@ class RandomCrop:
         top = int(torch.randint(top_lo, top_hi + 1, ()).item())
         left = int(torch.randint(0, width - crop_w + 1, ()).item())
         out = dict(sample)
-        for key in _SPATIAL_KEYS:
-            if key in out:
-                out[key] = out[key][..., top : top + crop_h, left : left + crop_w]
+        for key, value in sample.items():
+            if isinstance(value, Tensor) and value.dim() >= 2 and tuple(value.shape[-2:]) == (height, width):
+                out[key] = value[..., top : top + crop_h, left : left + crop_w]
         return out
 
 

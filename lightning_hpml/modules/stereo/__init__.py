@@ -10,8 +10,8 @@ from lightning_hpml.modules.stereo.stereo_module import StereoModule
 
 __all__ = [
     "FADNET_SCENEFLOW_ROUNDS",
-    "DispNetC",
     "DTNNet",
+    "DispNetC",
     "DispNetRes",
     "DispNormModule",
     "DispNormNet",

@@ -41,7 +41,7 @@ from lightning_hpml.metrics.normal import NormalAngleError
 from lightning_hpml.modules.registry import register_model
 from lightning_hpml.modules.stereo.dispnet import DispNetC, init_dispnet_weights
 from lightning_hpml.modules.stereo.fadnet import IMAGENET_MEAN, IMAGENET_STD
-from lightning_hpml.modules.stereo.losses import LossRound
+from lightning_hpml.modules.stereo.losses import LossRound, round_at_epoch
 from lightning_hpml.modules.stereo.normnet import NormNetS, disp2norm
 from lightning_hpml.modules.stereo.stereo_module import StereoModule, pad_to_multiple
 
@@ -198,6 +198,7 @@ class DispNormModule(StereoModule):
         self.log("train/disp_loss", disp_loss, batch_size=batch_size, sync_dist=True)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("train/epe", self.train_epe, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log("train/round", float(round_at_epoch(self.loss_rounds, self.current_epoch)[0]), batch_size=batch_size)
         return loss
 
     def predict_disparity(self, left: Tensor, right: Tensor) -> dict[str, Any]:

@@ -38,9 +38,7 @@ from lightning_hpml.modules.stereo.dispnet import (
 __all__ = ["NormNetS", "disp2norm"]
 
 
-def disp2norm(
-    disparity: Tensor, fx: float, fy: float, cx: float | None = None, cy: float | None = None
-) -> Tensor:
+def disp2norm(disparity: Tensor, fx: float, fy: float, cx: float | None = None, cy: float | None = None) -> Tensor:
     r"""Surface normals from a disparity map (GeoNet-style, as the official ``disp2norm``).
 
     With central differences :math:`d_x = (d_{x-1} - d_{x+1})/2`, :math:`d_y = (d_{y-1} - d_{y+1})/2` and centred

@@ -27,12 +27,15 @@ Deliberate differences from the official code:
   separately built K7-only network, so no weight conversion is needed between phases.
 - Warm-up is linear from 0 and cosine runs over the phase's remaining epochs; the official OFA schedule helpers
   differ in detail. The official ``large`` branch's undefined-``loss`` bug and ``--task width`` typo do not apply.
-- Validation evaluates one sub-network (``eval_config``, default the largest) with the supernet's running BN
-  statistics (the official re-estimates BN statistics for each validated sub-network).
+- Validation evaluates one sub-network (``eval_config``, default the largest); the official validates three
+  (D4 E8 K7 S4, D2 E8 K7 S2, D2 E2 K3 S2) and reports their mean. BatchNorm statistics for validation are
+  re-estimated on ``val_bn_batches`` training batches when that is > 0 (the official uses 200 images in batches of
+  50) and the training statistics are restored afterwards (the official keeps the re-estimated ones).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Sequence
@@ -43,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_hpml.modules.stereo.easnet.supernet import EASNet, SubnetConfig
+from lightning_hpml.modules.stereo.easnet.supernet import EASNet, SubnetConfig, reestimate_bn
 from lightning_hpml.modules.stereo.stereo_module import StereoModule
 
 __all__ = ["EASNET_SCENEFLOW_PHASES", "EASNetModule", "ShrinkPhase", "aanet_loss", "pyramid_weights"]
@@ -136,6 +139,8 @@ class EASNetModule(StereoModule):
         eval_config: Sub-network evaluated in validation/test/predict (``{"ks", "e", "d", "s"}``, scalars or
             lists); default the largest.
         seed: Seed of the per-step sub-network sampling.
+        val_bn_batches: Training batches used to re-estimate BatchNorm statistics of the evaluation sub-network
+            before each validation during ``fit`` (0: use the running statistics of training).
         image_max_disp, log_images, init_ckpt_path: As in :class:`StereoModule`.
     """
 
@@ -148,6 +153,7 @@ class EASNetModule(StereoModule):
         max_disp: float = 192.0,
         eval_config: dict[str, Any] | None = None,
         seed: int = 0,
+        val_bn_batches: int = 0,
         image_max_disp: float | None = None,
         log_images: bool = True,
         init_ckpt_path: str | None = None,
@@ -159,6 +165,8 @@ class EASNetModule(StereoModule):
             raise ValueError("`phases` must contain at least one phase")
         if weight_decay < 0:
             raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}")
+        if val_bn_batches < 0:
+            raise ValueError(f"`val_bn_batches` must be >= 0, got {val_bn_batches!r}")
         super().__init__(
             net,
             lr=phases[0].lr,
@@ -174,6 +182,7 @@ class EASNetModule(StereoModule):
         net.set_active_subnet(config=self.eval_subnet)  # validates the choices early
         self.automatic_optimization = False
         self._phase_index = -1
+        self._bn_backup: dict[str, Tensor] | None = None
 
     # ---------------------------------------------------------------- schedule
     def phase_at(self, epoch: int) -> tuple[int, int]:
@@ -214,7 +223,7 @@ class EASNetModule(StereoModule):
         if previous is not None:
             self.optimizers().optimizer.state.clear()  # a fresh optimiser per phase, as in the official runs
             if "expand" in self.phases[index].elastic and "expand" not in previous.elastic:
-                self.net.reorganize_middle_weights()
+                self.net.reorganize_middle_weights(max(len(self.net.expand_ratios) - 2, 0))
         self._phase_index = index
         self.print(f"EASNet progressive shrinking: phase {index} ({self.phases[index].name})")
 
@@ -256,6 +265,20 @@ class EASNetModule(StereoModule):
 
     def on_validation_epoch_start(self) -> None:
         self._activate_eval_subnet()
+        n = self.hparams.val_bn_batches
+        loader = self.trainer.train_dataloader if self.trainer.state.fn == "fit" else None
+        if n > 0 and loader is not None and not self.trainer.sanity_checking:
+            self._bn_backup = {
+                k: v.clone() for k, v in self.net.state_dict().items() if "running_" in k or "num_batches" in k
+            }
+            reestimate_bn(self.net, itertools.islice(iter(loader), n))
+            self.net.eval()
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self._bn_backup is not None:
+            self.net.load_state_dict(self._bn_backup, strict=False)
+            self._bn_backup = None
 
     def on_test_epoch_start(self) -> None:
         self._activate_eval_subnet()

@@ -14,8 +14,8 @@ Deliberate differences from the official code:
 
 - The elastic convolutions hold their weights directly (``weight`` parameters) instead of wrapping ``nn.Conv2d``
   modules, so state-dict keys differ; the transform matrices are named ``transform_7to5``/``transform_5to3``.
-- ``reorganize_middle_weights`` sorts all hidden channels by importance (the official ``expand_ratio_stage > 0``
-  variant, which additionally pins the channel groups of already-trained widths, is not implemented).
+- None in the computation; BatchNorm over fewer channels than stored always goes through ``F.batch_norm`` on
+  slices of the stored statistics, as the official ``DynamicBatchNorm2d`` does outside ``SET_RUNNING_STATISTICS``.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class DynamicBatchNorm2d(nn.Module):
         with torch.no_grad():
             target.weight.copy_(self.bn.weight[:c])
             target.bias.copy_(self.bn.bias[:c])
-            pass
+            target.running_mean.copy_(self.bn.running_mean[:c])
             target.running_var.copy_(self.bn.running_var[:c])
             target.num_batches_tracked.copy_(self.bn.num_batches_tracked)
 
@@ -278,13 +278,23 @@ class DynamicMBConv(nn.Module):
         return block
 
     @torch.no_grad()
-    def reorganize_middle_weights(self) -> Tensor:
+    def reorganize_middle_weights(self, expand_ratio_stage: int = 0) -> Tensor:
         """Sort the hidden channels by decreasing L1 norm of their projection weights (OFA's importance).
 
-        Permutes expand/depthwise/BN/projection (and squeeze-excite) consistently, so the function computed by the
-        largest block is unchanged while narrower widths keep the most important channels. Returns the order used.
+        With ``expand_ratio_stage = k > 0`` the channels are sorted only within the bands between consecutive widths
+        of the ``k + 1`` largest expand ratios (e.g. ratios 8/6/4/2 and ``k = 2``: within ``[0, w4)``, ``[w4, w6)``,
+        ``[w6, w8)``), as the official progressive-shrinking ``expand`` stage does. Permutes expand/depthwise/BN/
+        projection (and squeeze-excite) consistently, so the largest block computes the same function. Returns the
+        channel order used.
         """
         importance = self.project_conv.weight.abs().sum(dim=(0, 2, 3))
+        if expand_ratio_stage > 0:
+            widths = [hidden_width(self.in_channels, e) for e in reversed(self.expand_ratios)]
+            right, offset = importance.numel(), -len(widths) * 1e5
+            for width in widths[: expand_ratio_stage + 1]:
+                importance[width:right] += offset
+                offset += 1e5
+                right = width
         order = torch.argsort(importance, descending=True)
         self.project_conv.weight.copy_(self.project_conv.weight[:, order])
         self.depth_conv.weight.copy_(self.depth_conv.weight[order])

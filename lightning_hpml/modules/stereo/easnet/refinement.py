@@ -8,7 +8,8 @@ Deliberate differences from the official code:
 
 - Warping uses the shared :func:`lightning_hpml.modules.layers.warp_right_to_left` (``align_corners=True``, border
   padding). The official ``disp_warp`` normalises by ``W - 1`` but calls ``grid_sample`` with the default
-  ``align_corners=False``, a half-pixel inconsistency.
+  ``align_corners=False``, so it samples at ``x * W / (W - 1) - 0.5`` instead of ``x``; ``official_warp=True``
+  reproduces that (for official checkpoints).
 - Disparities are ``(B, 1, H, W)`` in and out (the official uses ``(B, H, W)``).
 """
 
@@ -27,6 +28,17 @@ def _conv_bn_lrelu(in_ch: int, out_ch: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.LeakyReLU(0.2, inplace=True)
     )
+
+
+def _official_warp(right: Tensor, disparity: Tensor) -> Tensor:
+    """The official ``disp_warp`` sampling: coordinates normalised by ``size - 1``, ``align_corners=False``."""
+    b, _, h, w = right.shape
+    ys = torch.arange(h, device=right.device, dtype=right.dtype).view(1, h, 1).expand(b, h, w)
+    xs = torch.arange(w, device=right.device, dtype=right.dtype).view(1, 1, w).expand(b, h, w)
+    grid_x = 2.0 * (xs - disparity[:, 0]) / max(w - 1, 1) - 1.0
+    grid_y = 2.0 * ys / max(h - 1, 1) - 1.0
+    grid = torch.stack((grid_x, grid_y), dim=-1)
+    return F.grid_sample(right, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class DilatedBasicBlock(nn.Module):
@@ -55,8 +67,9 @@ class StereoDRNetRefinement(nn.Module):
 
     dilations = (1, 2, 4, 8, 1, 1)
 
-    def __init__(self, channels: int = 32) -> None:
+    def __init__(self, channels: int = 32, official_warp: bool = False) -> None:
         super().__init__()
+        self.official_warp = official_warp
         self.image_conv = _conv_bn_lrelu(6, channels // 2)
         self.disp_conv = _conv_bn_lrelu(1, channels // 2)
         self.dilated_blocks = nn.Sequential(*(DilatedBasicBlock(channels, d) for d in self.dilations))
@@ -66,7 +79,8 @@ class StereoDRNetRefinement(nn.Module):
         ratio = left.shape[-1] / disparity.shape[-1]
         if ratio != 1.0:
             disparity = F.interpolate(disparity, size=left.shape[-2:], mode="bilinear", align_corners=False) * ratio
-        error = warp_right_to_left(right, disparity) - left
+        warp = _official_warp if self.official_warp else warp_right_to_left
+        error = warp(right, disparity) - left
         features = torch.cat((self.image_conv(torch.cat((error, left), dim=1)), self.disp_conv(disparity)), dim=1)
         residual = self.final_conv(self.dilated_blocks(features))
         return F.relu(disparity + residual)

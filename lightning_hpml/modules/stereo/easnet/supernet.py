@@ -10,6 +10,11 @@ Elastic dimensions: depthwise kernel ``ks`` in {3, 5, 7} and expand ratio ``e`` 
 ``d`` in {2, 3, 4} per stage, number of scales ``s`` in {2, 3, 4}. The supernet has exactly 5,078,506 parameters
 (features 3,401,360 incl. 11,296 kernel-transform matrices; aggregation 1,451,704; refinement 225,442).
 
+Checked against the official ``OFAAANet`` built on CPU (its CUDA deformable conv replaced by torchvision's): with
+weights converted by :func:`checkpoint_filter_fn` (all 1,564 state-dict entries) and ``official_warp=True``, all
+pyramid outputs agree to 6e-5 px in eval mode for the largest and random sub-networks at 96x192 (train mode: 4e-4 px,
+identical BatchNorm running statistics), and extracted sub-networks have the official parameter counts.
+
 Deliberate differences from the official code:
 
 - ImageNet mean/std normalisation happens inside the model (inputs in [0, 1]; the official data provider
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -45,7 +51,7 @@ from lightning_hpml.modules.stereo.easnet.feature_extractor import ElasticFeatur
 from lightning_hpml.modules.stereo.easnet.ofa_blocks import DynamicMBConv
 from lightning_hpml.modules.stereo.easnet.refinement import StereoDRNetRefinement
 
-__all__ = ["EASNet", "EASNetSubnet", "SubnetConfig", "reestimate_bn"]
+__all__ = ["EASNet", "EASNetSubnet", "SubnetConfig", "checkpoint_filter_fn", "reestimate_bn"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,7 +104,7 @@ def _expand(name: str, value: Any, length: int) -> tuple:
 class _EASNetBase(nn.Module):
     """Everything after the feature extractor, shared by the supernet and its plain sub-networks."""
 
-    def __init__(self, max_disp: int, num_scales: int, normalize_input: bool) -> None:
+    def __init__(self, max_disp: int, num_scales: int, normalize_input: bool, official_warp: bool = False) -> None:
         super().__init__()
         if max_disp < 24 or max_disp % 3:
             raise ValueError(f"`max_disp` must be a multiple of 3 and >= 24, got {max_disp!r}")
@@ -108,7 +114,8 @@ class _EASNetBase(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.cost_volume = CostVolumePyramid(max_disp // 3)
         self.aggregation = AdaptiveAggregation(max_disp // 3, num_scales)
-        self.refinement = nn.ModuleList([StereoDRNetRefinement(), StereoDRNetRefinement()])
+        self.official_warp = official_warp
+        self.refinement = nn.ModuleList([StereoDRNetRefinement(official_warp=official_warp) for _ in range(2)])
 
     features: nn.Module
 
@@ -144,6 +151,8 @@ class EASNet(_EASNetBase):
         scales: Selectable numbers of pyramid scales (the maximum, at most 4, is built).
         max_disp: Full-resolution disparity range (192); the 1/3-scale volume has ``max_disp // 3`` candidates.
         normalize_input: Apply ImageNet mean/std to the [0, 1] inputs.
+        official_warp: Warp in refinement exactly as the official code (half-pixel inconsistent; use it with
+            weights converted by :func:`checkpoint_filter_fn`).
 
     Forward inputs ``left``, ``right``: ``(B, 3, H, W)`` in [0, 1] with ``H``, ``W`` divisible by
     :attr:`size_divisor`. Returns ``{"disparity": (B, 1, H, W), "pyramid": [coarsest, ..., full resolution]}``
@@ -158,6 +167,7 @@ class EASNet(_EASNetBase):
         scales: Sequence[int] = (2, 3, 4),
         max_disp: int = 192,
         normalize_input: bool = True,
+        official_warp: bool = False,
     ) -> None:
         self.kernel_sizes = sorted({int(k) for k in kernel_sizes})
         self.expand_ratios = sorted(set(expand_ratios))
@@ -174,7 +184,7 @@ class EASNet(_EASNetBase):
             raise ValueError(f"`kernel_sizes` must be odd, got {self.kernel_sizes!r}")
         if not self.expand_ratios or self.expand_ratios[0] <= 0:
             raise ValueError(f"`expand_ratios` must be positive, got {self.expand_ratios!r}")
-        super().__init__(max_disp, max(self.scales), normalize_input)
+        super().__init__(max_disp, max(self.scales), normalize_input, official_warp)
         self.features = ElasticFeatureExtractor(self.kernel_sizes, self.expand_ratios, MAX_DEPTH, NUM_STAGES)
         self.size_divisor = 3 * 2 ** (NUM_STAGES - 1)
         self.set_max_net()
@@ -266,7 +276,7 @@ class EASNet(_EASNetBase):
         try:
             s = self.features.active_scales
             subnet = EASNetSubnet.__new__(EASNetSubnet)
-            _EASNetBase.__init__(subnet, self.max_disp, s, self.normalize_input)
+            _EASNetBase.__init__(subnet, self.max_disp, s, self.normalize_input, self.official_warp)
             subnet.config = self.active_config
             subnet.features = self.features.get_active_subnet()
             subnet.cost_volume = copy.deepcopy(self.cost_volume)
@@ -280,10 +290,14 @@ class EASNet(_EASNetBase):
         return subnet
 
     @torch.no_grad()
-    def reorganize_middle_weights(self) -> None:
-        """Sort every block's hidden channels by importance (before training elastic expand ratios)."""
+    def reorganize_middle_weights(self, expand_ratio_stage: int = 0) -> None:
+        """Sort every block's hidden channels by importance (before training elastic expand ratios).
+
+        See :meth:`DynamicMBConv.reorganize_middle_weights`; the official recipe uses
+        ``expand_ratio_stage = len(expand_ratios) - 2``.
+        """
         for block in self._blocks():
-            block.reorganize_middle_weights()
+            block.reorganize_middle_weights(expand_ratio_stage)
 
 
 def _check_choices(name: str, values: Sequence[Any], allowed: Sequence[Any]) -> None:
@@ -299,12 +313,15 @@ class EASNetSubnet(_EASNetBase):
         config: The architecture (:class:`SubnetConfig`).
         max_disp: Full-resolution disparity range.
         normalize_input: Apply ImageNet mean/std to the [0, 1] inputs.
+        official_warp: Warp in refinement exactly as the official code.
     """
 
-    def __init__(self, config: SubnetConfig, max_disp: int = 192, normalize_input: bool = True) -> None:
+    def __init__(
+        self, config: SubnetConfig, max_disp: int = 192, normalize_input: bool = True, official_warp: bool = False
+    ) -> None:
         if not 1 <= config.s <= NUM_STAGES or any(not 1 <= config.d[i] <= MAX_DEPTH for i in range(config.s)):
             raise ValueError(f"`config` has an invalid depth/scale: {config!r}")
-        super().__init__(max_disp, config.s, normalize_input)
+        super().__init__(max_disp, config.s, normalize_input, official_warp)
         self.config = config
         self.features = FeatureExtractor.from_config(config.ks, config.e, config.d, config.s, MAX_DEPTH)
         self.size_divisor = 3 * 2 ** (config.s - 1)
@@ -350,6 +367,46 @@ def reestimate_bn(model: nn.Module, batches: Iterable[Any], max_batches: int | N
     if count == 0:
         raise ValueError("`batches` yielded no batch; BatchNorm statistics cannot be re-estimated")
     return count
+
+
+# Official OFAAANet state-dict names -> ours (applied in order; each pattern is a regular expression).
+_OFFICIAL_KEY_RULES = (
+    (r"^feature_extractor\.", "features.blocks."),
+    (r"\.conv\.inverted_bottleneck\.conv\.conv\.weight$", ".conv.expand_conv.weight"),
+    (r"\.conv\.inverted_bottleneck\.bn\.bn\.", ".conv.expand_bn.bn."),
+    (r"\.conv\.depth_conv\.conv\.conv\.weight$", ".conv.depth_conv.weight"),
+    (r"\.conv\.depth_conv\.conv\.(\d+)to(\d+)_matrix$", r".conv.depth_conv.transform_\1to\2"),
+    (r"\.conv\.depth_conv\.bn\.bn\.", ".conv.depth_bn.bn."),
+    (r"\.conv\.depth_conv\.se\.fc\.(reduce|expand)\.", r".conv.se.\1."),
+    (r"\.conv\.point_linear\.conv\.conv\.weight$", ".conv.project_conv.weight"),
+    (r"\.conv\.point_linear\.bn\.bn\.", ".conv.project_bn.bn."),
+    (r"^(aggregation\.fusions\.\d+\.branches\.\d+)\.0\.", r"\1."),
+    (r"\.conv2\.deform_conv\.weight$", ".conv2.weight"),
+    (r"^(refinement\.\d+)\.conv1\.", r"\1.image_conv."),
+    (r"^(refinement\.\d+)\.conv2\.", r"\1.disp_conv."),
+)
+
+
+def checkpoint_filter_fn(state: dict[str, Any], model: nn.Module | None = None) -> dict[str, Tensor]:
+    """Convert an official EASNet supernet checkpoint (``{"state_dict": ...}`` of ``OFAAANet``) to our key names.
+
+    A ``module.`` prefix is removed. With ``model`` given, keys it does not have are reported.
+
+    Raises:
+        KeyError: if ``model`` is given and a converted key is not one of its keys.
+    """
+    state = state.get("state_dict", state)
+    out = {}
+    for key, value in state.items():
+        new = key.removeprefix("module.")
+        for pattern, repl in _OFFICIAL_KEY_RULES:
+            new = re.sub(pattern, repl, new)
+        out[new] = value
+    if model is not None:
+        unknown = sorted(set(out) - set(model.state_dict()))
+        if unknown:
+            raise KeyError(f"{len(unknown)} converted keys are not in the model, e.g. {unknown[:3]}")
+    return out
 
 
 # ---------------------------------------------------------------- registered sizes
