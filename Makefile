@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test lint clean-venv
+.PHONY: install demo test bench lint clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@# open3d links against libusb-1.0 (a system library, not on PyPI).
@@ -26,6 +26,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+bench: install
+	$(PY) benchmarks/stereo_latency.py
 
 lint: install
 	$(VENV)/bin/ruff check lightning_hpml tests

@@ -1,7 +1,8 @@
-"""Stereo disparity models and their LightningModule."""
+"""Stereo disparity models (FADNet, FADNet++, EASNet, DispNormNet / DTN-Net) and their LightningModules."""
 
 from lightning_hpml.modules.stereo.dispnet import DispNetC, DispNetRes
 from lightning_hpml.modules.stereo.dispnormnet import DispNormModule, DispNormNet, DTNNet
+from lightning_hpml.modules.stereo.easnet import EASNet, EASNetModule
 from lightning_hpml.modules.stereo.fadnet import FADNet
 from lightning_hpml.modules.stereo.fadnet_pp import FADNetPP
 from lightning_hpml.modules.stereo.losses import FADNET_SCENEFLOW_ROUNDS, LossRound, MultiScaleDisparityLoss
@@ -15,6 +16,8 @@ __all__ = [
     "DispNetRes",
     "DispNormModule",
     "DispNormNet",
+    "EASNet",
+    "EASNetModule",
     "FADNet",
     "FADNetPP",
     "LossRound",

@@ -4,29 +4,38 @@ Facts from the official recipe (``train.sh``, ``train_ofa_stereo.py``, ``ofa/uti
 reimplemented, no code copied. One ``fit`` runs all phases in sequence (the official runs one process per phase,
 each loading the previous phase's checkpoint):
 
-=========  ======  ======  ========================  ===================
-phase      epochs  lr      elastic dimensions        sub-nets per step
-=========  ======  ======  ========================  ===================
-large      64      1e-3    none (K7 E8 D4 S4)        1
-kernel     25      5e-4    kernel                    1
-depth      25      5e-4    kernel, depth             2
-expand     25      5e-4    kernel, depth, expand     4
-scale      25      5e-4    all four                  6
-=========  ======  ======  ========================  ===================
+=========  ============  ======  ========================  ===================
+phase      epochs        lr      elastic dimensions        sub-nets per step
+=========  ============  ======  ========================  ===================
+large      64            1e-3    none (K7 E8 D4 S4)        1
+kernel     2 + 25        5e-4    kernel                    1
+depth      2 + 25        5e-4    kernel, depth             2
+expand     2 + 25        5e-4    kernel, depth, expand     4
+scale      2 + 25        5e-4    all four                  6
+=========  ============  ======  ========================  ===================
+
+"2 + 25": the official loop runs ``n_epochs + warmup_epochs`` epochs, and since ``warmup_lr = -1`` is replaced by
+``base_lr`` the 2 warm-up epochs run at the constant base rate; then the rate follows a per-step cosine from
+``base_lr`` to 0 over the 25 epochs (172 epochs in all). The expand phase starts by sorting the hidden channels by
+importance within width bands (``re_organize_middle_weights(expand_ratio_stage=2)``).
 
 Each training step samples ``subnets_per_step`` sub-networks (dimensions that are not elastic stay at their
 maximum), back-propagates each one's loss and takes one optimiser step on the summed gradients. The sampling seed is
 derived from the global step, so all DDP ranks train the same sub-networks (DDP then needs
 ``find_unused_parameters=True``: unsampled blocks get no gradient). Adam, weight decay 1e-4 except on BatchNorm and
-bias parameters; per phase, linear warm-up for ``warmup_epochs`` then cosine decay to 0, updated every step.
+bias parameters; per phase, warm-up for ``warmup_epochs`` (linear from ``warmup_lr``, constant by default) then
+cosine decay to 0, updated every step.
 
 Deliberate differences from the official code:
 
 - All phases run in one ``fit`` (Adam state is reset at each phase start, as a fresh official run would have).
 - The "large" phase trains the full supernet with K7 active (its transform matrices get no gradient) instead of a
   separately built K7-only network, so no weight conversion is needed between phases.
-- Warm-up is linear from 0 and cosine runs over the phase's remaining epochs; the official OFA schedule helpers
-  differ in detail. The official ``large`` branch's undefined-``loss`` bug and ``--task width`` typo do not apply.
+- Weight decay is skipped for every BatchNorm parameter and bias (by module type); the official skips parameters
+  whose names contain ``bn`` or ``bias``, which misses the BatchNorms inside ``nn.Sequential`` (aggregation fusion
+  layers, refinement input convs).
+- The learning rate is a function of the fractional epoch (the official warm-up is one step ahead: ``T_cur =
+  step + 1``). The official ``large`` branch's undefined-``loss`` bug and ``--task width`` typo do not apply.
 - Validation evaluates one sub-network (``eval_config``, default the largest); the official validates three
   (D4 E8 K7 S4, D2 E8 K7 S2, D2 E2 K3 S2) and reports their mean. BatchNorm statistics for validation are
   re-estimated on ``val_bn_batches`` training batches when that is > 0 (the official uses 200 images in batches of
@@ -69,7 +78,10 @@ class ShrinkPhase:
     subnets_per_step: int = 1
     """Sub-networks sampled (and their gradients accumulated) per optimiser step."""
     warmup_epochs: int = 0
-    """Linear warm-up epochs at the start of the phase."""
+    """Warm-up epochs at the start of the phase (included in ``epochs``)."""
+    warmup_lr: float | None = None
+    """Learning rate at the start of the warm-up, rising linearly to ``lr``; None = ``lr`` (constant warm-up, what
+    the official recipe's ``warmup_lr = -1`` amounts to)."""
 
     def __post_init__(self) -> None:
         unknown = [d for d in self.elastic if d not in ELASTIC_DIMS]
@@ -83,13 +95,13 @@ class ShrinkPhase:
             raise ValueError(f"ShrinkPhase.lr must be positive, got {self.lr!r}")
 
 
-#: The official Scene Flow schedule (``train.sh``): 64 + 4 x 25 = 164 epochs.
+#: The official Scene Flow schedule (``train.sh``, ``train_ofa_stereo.py``): 64 + 4 x (2 + 25) = 172 epochs.
 EASNET_SCENEFLOW_PHASES = (
     ShrinkPhase("large", 64, 1e-3, [], 1, 0),
-    ShrinkPhase("kernel", 25, 5e-4, ["kernel"], 1, 2),
-    ShrinkPhase("depth", 25, 5e-4, ["kernel", "depth"], 2, 2),
-    ShrinkPhase("expand", 25, 5e-4, ["kernel", "depth", "expand"], 4, 2),
-    ShrinkPhase("scale", 25, 5e-4, ["kernel", "depth", "expand", "scale"], 6, 2),
+    ShrinkPhase("kernel", 27, 5e-4, ["kernel"], 1, 2),
+    ShrinkPhase("depth", 27, 5e-4, ["kernel", "depth"], 2, 2),
+    ShrinkPhase("expand", 27, 5e-4, ["kernel", "depth", "expand"], 4, 2),
+    ShrinkPhase("scale", 27, 5e-4, ["kernel", "depth", "expand", "scale"], 6, 2),
 )
 
 
@@ -195,12 +207,13 @@ class EASNetModule(StereoModule):
         raise AssertionError("unreachable")
 
     def lr_at(self, epoch: float) -> float:
-        """Learning rate at fractional ``epoch``: per phase, linear warm-up then cosine decay to 0."""
+        """Learning rate at fractional ``epoch``: per phase, warm-up then cosine decay to 0."""
         index, _ = self.phase_at(int(epoch))
         phase = self.phases[index]
         t = epoch - sum(p.epochs for p in self.phases[:index])
         if t < phase.warmup_epochs:
-            return phase.lr * t / phase.warmup_epochs
+            start = phase.lr if phase.warmup_lr is None else phase.warmup_lr
+            return start + (phase.lr - start) * t / phase.warmup_epochs
         progress = min((t - phase.warmup_epochs) / (phase.epochs - phase.warmup_epochs), 1.0)
         return 0.5 * phase.lr * (1.0 + math.cos(math.pi * progress))
 
@@ -237,8 +250,9 @@ class EASNetModule(StereoModule):
         optimizer = self.optimizers()
         index, _ = self.phase_at(self.current_epoch)
         phase = self.phases[index]
-        n_batches = max(int(self.trainer.num_training_batches), 1) if self.trainer is not None else 1
-        lr = self.lr_at(self.current_epoch + min(batch_idx / n_batches, 1.0))
+        n_batches = float(self.trainer.num_training_batches)
+        fraction = min(batch_idx / n_batches, 1.0) if math.isfinite(n_batches) and n_batches > 0 else 0.0
+        lr = self.lr_at(self.current_epoch + fraction)
         for group in optimizer.param_groups:
             group["lr"] = lr
         target, valid = batch["disparity"], batch["valid"]
