@@ -16,7 +16,9 @@ def test_notebooks_exist():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_executes(path: Path, tmp_path: Path):
+def test_notebook_executes(path: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("HPML_NOTEBOOK_SMALL", "1")  # notebooks that have a quick mode use it
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
