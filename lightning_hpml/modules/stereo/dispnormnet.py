@@ -183,7 +183,7 @@ class DispNormModule(StereoModule):
         out = self.net(batch["left"], batch["right"])
         weights = self.current_loss_weights()
         target, valid = batch["disparity"], batch["valid"]
-        disp_loss = sum(self.criterion(out[key], target, valid, weights) for key in self.hparams.supervised_outputs)
+        disp_loss = sum(self.criterion(out[key], target, valid, weights) for key in self.supervised_outputs)
         loss = disp_loss
         batch_size = target.shape[0]
         if "normal" in batch:
@@ -206,7 +206,7 @@ class DispNormModule(StereoModule):
         h, w = left.shape[-2:]
         out = self.net(pad_to_multiple(left, self.size_divisor), pad_to_multiple(right, self.size_divisor))
         cropped = {"disparity": out["disparity"][..., :h, :w], "normal": out["normal"][..., :h, :w]}
-        for key in self.hparams.supervised_outputs:
+        for key in self.supervised_outputs:
             if key in out:
                 cropped[key] = out[key][0][..., :h, :w]
         return cropped
@@ -216,7 +216,7 @@ class DispNormModule(StereoModule):
         self.val_metrics.update(out["disparity"], batch["disparity"], batch["valid"])
         if "normal" in batch:
             self.val_normal.update(out["normal"], batch["normal"], batch["normal_valid"])
-        if batch_idx == 0 and self.hparams.log_images:
+        if batch_idx == 0 and self.log_images:
             self._log_panel(batch, out["disparity"])
 
     def on_validation_epoch_end(self) -> None:

@@ -81,6 +81,11 @@ class StereoModule(L.LightningModule):
         if lr_halving_epochs < 1:
             raise ValueError(f"`lr_halving_epochs` must be >= 1, got {lr_halving_epochs!r}")
         self.save_hyperparameters(ignore=["net"])
+        # Settings are read from attributes, not ``self.hparams``: under LightningCLI a subclass's hparams hold only
+        # its own signature's arguments.
+        self.lr, self.lr_halving_epochs, self.betas, self.amsgrad = lr, lr_halving_epochs, tuple(betas), amsgrad
+        self.image_max_disp, self.log_images, self.init_ckpt_path = image_max_disp, log_images, init_ckpt_path
+        self.supervised_outputs = tuple(supervised_outputs)
         self.net = net
         self.loss_rounds = list(loss_rounds) if loss_rounds is not None else list(FADNET_SCENEFLOW_ROUNDS)
         if not self.loss_rounds:
@@ -96,8 +101,8 @@ class StereoModule(L.LightningModule):
         return self.net(left, right)
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.hparams.init_ckpt_path:
-            self.load_net_weights(self.hparams.init_ckpt_path)
+        if stage == "fit" and self.init_ckpt_path:
+            self.load_net_weights(self.init_ckpt_path)
 
     def load_net_weights(self, path: str) -> None:
         """Load the ``net.*`` weights of a Lightning checkpoint (strictly: every key must match)."""
@@ -117,7 +122,7 @@ class StereoModule(L.LightningModule):
         out = self.net(batch["left"], batch["right"])
         weights = self.current_loss_weights()
         target, valid = batch["disparity"], batch["valid"]
-        loss = sum(self.criterion(out[key], target, valid, weights) for key in self.hparams.supervised_outputs)
+        loss = sum(self.criterion(out[key], target, valid, weights) for key in self.supervised_outputs)
         self.train_epe(out["disparity"].detach(), target, valid)
         batch_size = target.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
@@ -130,7 +135,7 @@ class StereoModule(L.LightningModule):
         h, w = left.shape[-2:]
         out = self.net(pad_to_multiple(left, self.size_divisor), pad_to_multiple(right, self.size_divisor))
         cropped = {"disparity": out["disparity"][..., :h, :w]}
-        for key in self.hparams.supervised_outputs:
+        for key in self.supervised_outputs:
             if key in out:
                 cropped[key] = out[key][0][..., :h, :w]
         return cropped
@@ -140,7 +145,7 @@ class StereoModule(L.LightningModule):
         self.val_metrics.update(out["disparity"], batch["disparity"], batch["valid"])
         if "stage1" in out:
             self.val_epe_stage1.update(out["stage1"], batch["disparity"], batch["valid"])
-        if batch_idx == 0 and self.hparams.log_images:
+        if batch_idx == 0 and self.log_images:
             self._log_panel(batch, out["disparity"])
 
     def on_validation_epoch_end(self) -> None:
@@ -164,9 +169,9 @@ class StereoModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.Adam(
-            self.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas), amsgrad=self.hparams.amsgrad
+            self.parameters(), lr=self.lr, betas=self.betas, amsgrad=self.amsgrad
         )
-        rounds, halving = self.loss_rounds, self.hparams.lr_halving_epochs
+        rounds, halving = self.loss_rounds, self.lr_halving_epochs
 
         def lr_factor(epoch: int) -> float:
             _, epoch_in_round = round_at_epoch(rounds, epoch)
@@ -183,6 +188,6 @@ class StereoModule(L.LightningModule):
             pred[0, 0],
             batch["disparity"][0, 0],
             batch["valid"][0, 0],
-            max_disp=self.hparams.image_max_disp,
+            max_disp=self.image_max_disp,
         )
         self.logger.experiment.add_image("val/disparity", panel, self.global_step, dataformats="HWC")
