@@ -160,15 +160,25 @@ class DispNetRes(nn.Module):
     Output: 7 refined disparity maps, finest first, each passed through ReLU (``lastRelu=True`` in the official code).
     """
 
-    def __init__(self, width: float = 1.0, in_channels: int = 11) -> None:
+    def __init__(
+        self,
+        width: float = 1.0,
+        in_channels: int = 11,
+        encoder_channels: Sequence[int] | None = None,
+        decoder_channels: Sequence[int] | None = None,
+    ) -> None:
+        """``width`` scales FADNet's channel plan; explicit ``encoder_channels`` (conv1..conv6) and
+        ``decoder_channels`` (levels 5..0) replace it (FADNet++ sizes)."""
         super().__init__()
-        c1, c2, c3, c4, c5, c6 = enc = scaled_channels(ENCODER_CHANNELS, width)
+        enc = tuple(encoder_channels) if encoder_channels else scaled_channels(ENCODER_CHANNELS, width)
+        dec = tuple(decoder_channels) if decoder_channels else scaled_channels(DECODER_CHANNELS, width)
+        c1, c2, c3, c4, c5, c6 = enc
         self.conv1 = ConvLReLU(in_channels, c1, kernel_size=7, stride=2)
         self.conv2 = ResBlock(c1, c2, stride=2)
         self.conv3 = ResBlock(c2, c3, stride=2)
         self.conv3_1 = ResBlock(c3, c3)
         self.tail = _encoder_tail(c3, c4, c5, c6)
-        self.decoder = DispNetDecoder(enc, scaled_channels(DECODER_CHANNELS, width))
+        self.decoder = DispNetDecoder(enc, dec)
 
     def forward(self, x: Tensor, base: Sequence[Tensor]) -> list[Tensor]:
         if len(base) != NUM_SCALES:

@@ -37,7 +37,6 @@ Deliberate differences from the official code:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -48,8 +47,8 @@ from lightning_hpml.modules.layers import ConvLReLU, ResBlock, channel_norm, cor
 from lightning_hpml.modules.layers.dynamic_conv import DynamicResBlock
 from lightning_hpml.modules.registry import register_model
 from lightning_hpml.modules.stereo.dispnet import (
-    NUM_SCALES,
     DispNetDecoder,
+    DispNetRes,
     _encoder_tail,
     _run_tail,
     init_dispnet_weights,
@@ -112,33 +111,6 @@ class CorrelationUNet(nn.Module):
         return preds
 
 
-class ResidualRefiner(nn.Module):
-    """Stage 2 (official ``DispNetRes``): correlation-free U-Net adding a residual to stage 1 at every scale.
-
-    All 7 refined predictions pass through ReLU.
-    """
-
-    def __init__(self, e: int, d: int, in_channels: int = 11) -> None:
-        super().__init__()
-        encoder, decoder = _channel_plans(e, d)
-        self.conv1 = ConvLReLU(in_channels, e, kernel_size=7, stride=2)
-        self.conv2 = ResBlock(e, 2 * e, stride=2)
-        self.conv3 = ResBlock(2 * e, 4 * e, stride=2)
-        self.conv3_1 = ResBlock(4 * e, 4 * e)
-        self.tail = _encoder_tail(encoder[2], encoder[3], encoder[4], encoder[5])
-        self.decoder = DispNetDecoder(encoder, decoder)
-
-    def forward(self, x: Tensor, base: Sequence[Tensor]) -> list[Tensor]:
-        if len(base) != NUM_SCALES:
-            raise ValueError(f"ResidualRefiner refines {NUM_SCALES} base predictions, got {len(base)}")
-        f1 = self.conv1(x)
-        f2 = self.conv2(f1)
-        c3 = self.conv3_1(self.conv3(f2))
-        c4, c5, c6 = _run_tail(self.tail, c3)
-        preds = self.decoder(c6, (c5, c4, c3, f2, f1, x[:, :3]), base=base)
-        return [F.relu(p) for p in preds]
-
-
 class FADNetPP(nn.Module):
     """Configurable two-stage disparity network (FADNet++).
 
@@ -181,7 +153,8 @@ class FADNetPP(nn.Module):
         e, d = BASE_CHANNELS * encoder_ratio, BASE_CHANNELS * decoder_ratio
         self.extract_network = FeatureExtractor(e)
         self.cunet = CorrelationUNet(e, d, max_range=max_range)
-        self.dispnetres = ResidualRefiner(e, d)
+        encoder, decoder = _channel_plans(e, d)
+        self.dispnetres = DispNetRes(encoder_channels=encoder, decoder_channels=decoder)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         init_dispnet_weights(self)

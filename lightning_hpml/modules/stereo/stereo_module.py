@@ -168,9 +168,7 @@ class StereoModule(L.LightningModule):
         return {"disparity": out["disparity"], "name": batch.get("name")}
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.Adam(
-            self.parameters(), lr=self.lr, betas=self.betas, amsgrad=self.amsgrad
-        )
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, betas=self.betas, amsgrad=self.amsgrad)
         rounds, halving = self.loss_rounds, self.lr_halving_epochs
 
         def lr_factor(epoch: int) -> float:
