@@ -65,6 +65,7 @@ def sceneflow_data(synthetic_dir: Path) -> dict:
 
 
 def kitti_data(synthetic_dir: Path) -> dict:
+    """A tiny synthetic KITTI 2015 tree: 4 training pairs (frame 1 validates), 3 test pairs."""
     return {
         "class_path": "lightning_hpml.datamodules.stereo.KITTIStereoDataModule",
         "init_args": {
@@ -74,5 +75,7 @@ def kitti_data(synthetic_dir: Path) -> dict:
             "crop_size": [64, 128],
             "batch_size": 2,
             "num_workers": 0,
+            "val_indices": [1],
+            "synthetic_options": {"num_train": 4, "num_test": 3, "height": 80, "width": 200},
         },
     }

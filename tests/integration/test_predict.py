@@ -10,23 +10,7 @@ import pytest
 from lightning_hpml.cli import main
 from lightning_hpml.datamodules.formats import read_kitti_disparity, read_pfm
 
-from .configs import sceneflow_data, tiny_config
-
-
-def _kitti_tiny(synthetic_dir: Path) -> dict:
-    return {
-        "class_path": "lightning_hpml.datamodules.stereo.KITTIStereoDataModule",
-        "init_args": {
-            "root": None,
-            "year": 2015,
-            "synthetic_dir": str(synthetic_dir),
-            "crop_size": [64, 128],
-            "batch_size": 2,
-            "num_workers": 0,
-            "val_indices": [1],
-            "synthetic_options": {"num_train": 4, "num_test": 3, "height": 80, "width": 200},
-        },
-    }
+from .configs import kitti_data, sceneflow_data, tiny_config
 
 
 def _train_and_checkpoint(config: Path, root: Path) -> Path:
@@ -51,7 +35,7 @@ def _predict(config: Path, ckpt: Path, out: Path, *extra: str):
 
 
 def test_predict_kitti_writes_submission_pngs_and_refuses_to_overwrite(tmp_path):
-    config = tiny_config(tmp_path, _kitti_tiny(tmp_path / "kitti"))
+    config = tiny_config(tmp_path, kitti_data(tmp_path / "kitti"))
     ckpt = _train_and_checkpoint(config, tmp_path / "fit")
     out = tmp_path / "submission"
     _predict(config, ckpt, out)
