@@ -60,6 +60,10 @@ class StereoModule(L.LightningModule):
         log_images: Log a (left, prediction, ground truth, error) picture of the first validation batch per epoch.
         init_ckpt_path: Lightning checkpoint whose ``net`` weights initialise the model before training (fine-tuning,
             e.g. KITTI from Scene Flow). Resuming with ``ckpt_path`` restores everything afterwards as usual.
+
+    The network is injected, not stored in the hyper-parameters, so reloading a checkpoint outside the CLI takes it
+    again: ``StereoModule.load_from_checkpoint(path, net=FADNet(width=0.25))`` (``hpml ... --ckpt_path`` rebuilds it
+    from the config).
     """
 
     def __init__(
