@@ -43,7 +43,7 @@ from lightning_hpml.modules.stereo.dispnet import DispNetC, init_dispnet_weights
 from lightning_hpml.modules.stereo.fadnet import IMAGENET_MEAN, IMAGENET_STD
 from lightning_hpml.modules.stereo.losses import LossRound, round_at_epoch
 from lightning_hpml.modules.stereo.normnet import NormNetS, disp2norm
-from lightning_hpml.modules.stereo.stereo_module import StereoModule, pad_to_multiple
+from lightning_hpml.modules.stereo.stereo_module import StereoModule
 
 __all__ = ["DTNNet", "DispNormModule", "DispNormNet"]
 
@@ -200,16 +200,6 @@ class DispNormModule(StereoModule):
         self.log("train/epe", self.train_epe, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("train/round", float(round_at_epoch(self.loss_rounds, self.current_epoch)[0]), batch_size=batch_size)
         return loss
-
-    def predict_disparity(self, left: Tensor, right: Tensor) -> dict[str, Any]:
-        """Run the net on padded inputs; crop ``disparity``, the finest ``stage1`` scale and ``normal`` back."""
-        h, w = left.shape[-2:]
-        out = self.net(pad_to_multiple(left, self.size_divisor), pad_to_multiple(right, self.size_divisor))
-        cropped = {"disparity": out["disparity"][..., :h, :w], "normal": out["normal"][..., :h, :w]}
-        for key in self.supervised_outputs:
-            if key in out:
-                cropped[key] = out[key][0][..., :h, :w]
-        return cropped
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self.predict_disparity(batch["left"], batch["right"])

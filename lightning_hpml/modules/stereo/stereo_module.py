@@ -135,13 +135,21 @@ class StereoModule(L.LightningModule):
         return loss
 
     def predict_disparity(self, left: Tensor, right: Tensor) -> dict[str, Any]:
-        """Run the net on inputs padded to its size divisor and crop every full-resolution output back."""
+        """Run the net on inputs padded to its size divisor and crop its full-resolution outputs back.
+
+        Every output tensor of the padded size (``disparity``, and e.g. ``normal``) is cropped; of each multi-scale
+        list in ``supervised_outputs`` the finest scale is kept, cropped.
+        """
         h, w = left.shape[-2:]
-        out = self.net(pad_to_multiple(left, self.size_divisor), pad_to_multiple(right, self.size_divisor))
-        cropped = {"disparity": out["disparity"][..., :h, :w]}
-        for key in self.supervised_outputs:
-            if key in out:
-                cropped[key] = out[key][0][..., :h, :w]
+        padded_left, padded_right = pad_to_multiple(left, self.size_divisor), pad_to_multiple(right, self.size_divisor)
+        padded_size = padded_left.shape[-2:]
+        out = self.net(padded_left, padded_right)
+        cropped = {}
+        for key, value in out.items():
+            if isinstance(value, Tensor) and value.shape[-2:] == padded_size:
+                cropped[key] = value[..., :h, :w]
+            elif key in self.supervised_outputs:
+                cropped[key] = value[0][..., :h, :w]
         return cropped
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
