@@ -8,7 +8,9 @@ scale is expressed in full-resolution pixels, as in the official code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +26,14 @@ from lightning_hpml.modules.layers import (
     iconv,
 )
 
-__all__ = ["DispNetC", "DispNetDecoder", "DispNetRes", "scaled_channels"]
+__all__ = [
+    "DispNetC",
+    "DispNetDecoder",
+    "DispNetRes",
+    "map_official_dispnet_key",
+    "scaled_channels",
+    "unwrap_state_dict",
+]
 
 #: Encoder widths of conv1 .. conv6 and decoder widths of levels 5 .. 0 at width multiplier 1.
 ENCODER_CHANNELS = (64, 128, 256, 512, 512, 1024)
@@ -201,3 +210,38 @@ def init_dispnet_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+_OFFICIAL_TAIL = re.compile(r"^(conv[456](?:_1)?)\.")
+_OFFICIAL_DECODER = re.compile(r"^(upconv|upflow|iconv|pred_flow|pred_res)(\d)(?:to\d)?\.")
+_DECODER_GROUPS = {"upconv": "upconvs", "upflow": "upsamplers", "iconv": "iconvs"}
+
+
+def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the state dict inside an official checkpoint, without the DataParallel ``module.`` prefix.
+
+    Accepts a bare state dict or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}`` (nesting allowed).
+    """
+    for wrapper in ("model", "state_dict"):
+        if isinstance(checkpoint.get(wrapper), Mapping):
+            checkpoint = checkpoint[wrapper]
+    return {key.removeprefix("module."): value for key, value in checkpoint.items()}
+
+
+def map_official_dispnet_key(key: str) -> str:
+    """Map a key of an official DispNetC/DispNetRes-style stage (without the stage prefix) to our names.
+
+    ``conv4 .. conv6_1`` -> ``tail.*``; ``upconvK``, ``upflow{K+1}toK``, ``iconvK``, ``pred_flowK``/``pred_resK``
+    -> ``decoder.{upconvs,upsamplers,iconvs,heads}.{5-K}``; ``pred_flow6``/``pred_res6`` -> ``decoder.head6``.
+    Other keys (``conv1 .. conv3_1``, ``conv_redir``, ...) are returned unchanged.
+    """
+    key = _OFFICIAL_TAIL.sub(r"tail.\1.", key)
+    match = _OFFICIAL_DECODER.match(key)
+    if match is None:
+        return key
+    kind, level, rest = match.group(1), int(match.group(2)), key[match.end() :]
+    if kind in ("pred_flow", "pred_res") and level == 6:
+        return f"decoder.head6.{rest}"
+    # upflow{K+1}to{K} feeds level K, like upconvK/iconvK/pred_flowK.
+    index = 5 - (level - 1 if kind == "upflow" else level)
+    return f"decoder.{_DECODER_GROUPS.get(kind, 'heads')}.{index}.{rest}"

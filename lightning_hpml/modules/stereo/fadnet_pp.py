@@ -36,7 +36,6 @@ Deliberate differences from the official code:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
@@ -52,6 +51,8 @@ from lightning_hpml.modules.stereo.dispnet import (
     _encoder_tail,
     _run_tail,
     init_dispnet_weights,
+    map_official_dispnet_key,
+    unwrap_state_dict,
 )
 from lightning_hpml.modules.stereo.fadnet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -202,8 +203,7 @@ class FADNetPP(nn.Module):
         return {"disparity": stage2[0], "stage1": stage1, "stage2": stage2}
 
 
-_TAIL = re.compile(r"^(cunet|dispnetres)\.(conv[456](?:_1)?)\.")
-_DECODER = re.compile(r"^(cunet|dispnetres)\.(upconv|upflow|iconv|pred_flow|pred_res)(\d)(?:to\d)?\.")
+_STAGES = ("cunet.", "dispnetres.")
 
 
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:
@@ -211,27 +211,16 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None 
 
     Handles ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers, the DataParallel ``module.`` prefix, the encoder
     tails (``conv4 .. conv6_1`` -> ``tail.*``) and decoder layers (``upconvK``, ``upflowKto{K-1}``, ``iconvK``,
-    ``pred_flowK``/``pred_resK`` -> ``decoder.{upconvs,upsamplers,iconvs,heads}.{5-K}``, ``*6`` -> ``decoder.head6``).
+    ``pred_flowK``/``pred_resK`` -> ``decoder.{upconvs,upsamplers,iconvs,heads}.{5-K}``, ``*6`` -> ``decoder.head6``)
+    with :func:`~lightning_hpml.modules.stereo.dispnet.map_official_dispnet_key`.
     ``model`` is accepted for timm-style signatures and unused.
     """
-    for wrapper in ("model", "state_dict"):
-        if isinstance(state_dict.get(wrapper), dict):
-            state_dict = state_dict[wrapper]
     out: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        key = _TAIL.sub(r"\1.tail.\2.", key)
-        match = _DECODER.match(key)
-        if match:
-            stage, kind, level = match.group(1), match.group(2), int(match.group(3))
-            rest = key[match.end() :]
-            if kind in ("pred_flow", "pred_res") and level == 6:
-                key = f"{stage}.decoder.head6.{rest}"
-            else:
-                # upflow{K+1}to{K} feeds level K, like upconvK/iconvK/pred_flowK.
-                index = 5 - (level - 1 if kind == "upflow" else level)
-                group = {"upconv": "upconvs", "upflow": "upsamplers", "iconv": "iconvs"}.get(kind, "heads")
-                key = f"{stage}.decoder.{group}.{index}.{rest}"
+    for key, value in unwrap_state_dict(state_dict).items():
+        for stage in _STAGES:
+            if key.startswith(stage):
+                key = stage + map_official_dispnet_key(key[len(stage) :])
+                break
         out[key] = value
     return out
 
