@@ -11,6 +11,7 @@ from torch import nn
 
 from lightning_hpml.datamodules.stereo import SceneFlowDataModule
 from lightning_hpml.modules import create_model, list_models
+from lightning_hpml.modules.layers import warp_right_to_left
 from lightning_hpml.modules.stereo.easnet import EASNet, EASNetSubnet, SubnetConfig, reestimate_bn
 from lightning_hpml.modules.stereo.easnet.module import (
     EASNET_SCENEFLOW_PHASES,
@@ -20,7 +21,6 @@ from lightning_hpml.modules.stereo.easnet.module import (
     pyramid_weights,
 )
 from lightning_hpml.modules.stereo.easnet.ofa_blocks import DynamicMBConv
-from lightning_hpml.modules.stereo.easnet.refinement import _official_warp
 from lightning_hpml.modules.stereo.easnet.search import measure_latency, search_subnet
 from lightning_hpml.modules.stereo.easnet.supernet import checkpoint_filter_fn
 
@@ -190,7 +190,7 @@ def test_official_warp_reproduces_the_half_pixel_offset():
     zero = torch.zeros(1, 1, 4, w)
     x = torch.arange(w, dtype=torch.float32)
     expected = (x * w / (w - 1) - 0.5).clamp(0, w - 1)
-    torch.testing.assert_close(_official_warp(ramp, zero)[0, 0, 0], expected)
+    torch.testing.assert_close(warp_right_to_left(ramp, zero, align_corners=False)[0, 0, 0], expected)
     net = EASNet(official_warp=True)
     assert all(r.official_warp for r in net.refinement)
     assert all(r.official_warp for r in net.extract_subnet(net.min_config).refinement)

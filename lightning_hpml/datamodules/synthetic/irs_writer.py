@@ -32,12 +32,14 @@ import numpy as np
 
 from lightning_hpml.datamodules.formats import write_exr, write_rgb
 from lightning_hpml.datamodules.synthetic.output_tree import (
+    disparity_range,
     item_rng,
+    positive_int,
     prepare_output_root,
     validate_seed,
     write_synthetic_readme,
 )
-from lightning_hpml.datamodules.synthetic.random_scene import default_min_disparity, random_scene
+from lightning_hpml.datamodules.synthetic.random_scene import random_scene
 from lightning_hpml.datamodules.synthetic.scene_geometry import StereoRig
 from lightning_hpml.datamodules.synthetic.stereo_scene import StereoRender, render_scene
 
@@ -70,12 +72,6 @@ _SCENES = {
     "Restaurant": ("DinerEnvironment_Dark", "SCLRestaurant001_NightFall"),
     "Store": ("ConvenienceStore", "Supermarket_Dark"),
 }
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def encode_irs_normal(normal: np.ndarray) -> np.ndarray:
@@ -158,21 +154,18 @@ def write_irs(
         ValueError: A non-positive count or size, too many scenes, a bad disparity range, or a negative seed.
         FileExistsError: ``root`` is not empty (see :func:`~.output_tree.prepare_output_root`).
     """
-    scenes_per_category = _positive_int("scenes_per_category", scenes_per_category)
+    scenes_per_category = positive_int("scenes_per_category", scenes_per_category)
     if scenes_per_category > 2:
         raise ValueError(f"`scenes_per_category` must be at most 2, got {scenes_per_category!r}")
-    frames = _positive_int("frames_per_scene", frames_per_scene)
-    test_every = _positive_int("test_every", test_every)
-    height = _positive_int("height", height)
-    width = _positive_int("width", width)
+    frames = positive_int("frames_per_scene", frames_per_scene)
+    test_every = positive_int("test_every", test_every)
+    height = positive_int("height", height)
+    width = positive_int("width", width)
     if not (isinstance(focal, (int, float)) and math.isfinite(focal) and focal > 0):
         raise ValueError(f"`focal` must be a positive number of pixels, got {focal!r}")
-    max_disparity = width / 6.0 if max_disparity is None else max_disparity
-    if not (isinstance(max_disparity, (int, float)) and math.isfinite(max_disparity) and 0 < max_disparity < width):
-        raise ValueError(f"`max_disparity` must be in (0, width={width}), got {max_disparity!r}")
-    min_disparity = default_min_disparity(max_disparity) if min_disparity is None else float(min_disparity)
-    if not 0 < min_disparity < max_disparity:
-        raise ValueError(f"`min_disparity` must be in (0, max_disparity={max_disparity}), got {min_disparity!r}")
+    max_disparity, min_disparity = disparity_range(
+        max_disparity, min_disparity, default_max=width / 6.0, limit=width, why=" (image width)"
+    )
     seed = validate_seed(seed)
     out = prepare_output_root(root, overwrite=overwrite)
 

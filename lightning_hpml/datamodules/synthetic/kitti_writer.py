@@ -27,7 +27,6 @@ The two cameras get slightly different colour gains (``photometric_jitter``), as
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -37,14 +36,15 @@ from PIL import Image
 
 from lightning_hpml.datamodules.formats import write_kitti_disparity, write_rgb
 from lightning_hpml.datamodules.synthetic.output_tree import (
+    disparity_range,
     item_rng,
+    positive_int,
     prepare_output_root,
     validate_seed,
     write_synthetic_readme,
 )
 from lightning_hpml.datamodules.synthetic.random_scene import (
     default_max_disparity,
-    default_min_disparity,
     random_scene,
 )
 from lightning_hpml.datamodules.synthetic.scene_geometry import StereoRig, StereoScene
@@ -146,19 +146,16 @@ def write_kitti_stereo(
     num_train = real_train if num_train is None else num_train
     num_test = real_test if num_test is None else num_test
     for name, value in (("num_train", num_train), ("num_test", num_test), ("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        positive_int(name, value)
     if num_train > 999999 or num_test > 999999:
         raise ValueError(f"KITTI names frames with 6 digits; got num_train={num_train}, num_test={num_test}")
-    max_disparity = default_max_disparity(width) if max_disparity is None else max_disparity
-    limit = min(float(width), 255.0)
-    if not (isinstance(max_disparity, (int, float)) and math.isfinite(max_disparity) and 0 < max_disparity < limit):
-        raise ValueError(
-            f"`max_disparity` must be in (0, {limit:g}) (image width and the 16-bit PNG limit), got {max_disparity!r}"
-        )
-    min_disparity = default_min_disparity(max_disparity) if min_disparity is None else float(min_disparity)
-    if not 0 < min_disparity < max_disparity:
-        raise ValueError(f"`min_disparity` must be in (0, max_disparity={max_disparity}), got {min_disparity!r}")
+    max_disparity, min_disparity = disparity_range(
+        max_disparity,
+        min_disparity,
+        default_max=default_max_disparity(width),
+        limit=min(float(width), 255.0),
+        why=" (image width and the 16-bit PNG limit)",
+    )
     seed = validate_seed(seed)
     folders = KITTI_LAYOUT[year]
     rig = StereoRig(height=int(height), width=int(width), focal=float(width), baseline=1.0)

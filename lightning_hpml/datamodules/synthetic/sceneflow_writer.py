@@ -25,7 +25,6 @@ when other counts change.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,12 +35,14 @@ import numpy as np
 
 from lightning_hpml.datamodules.formats import write_pfm, write_rgb
 from lightning_hpml.datamodules.synthetic.output_tree import (
+    disparity_range,
     item_rng,
+    positive_int,
     prepare_output_root,
     validate_seed,
     write_synthetic_readme,
 )
-from lightning_hpml.datamodules.synthetic.random_scene import default_max_disparity, default_min_disparity
+from lightning_hpml.datamodules.synthetic.random_scene import default_max_disparity
 from lightning_hpml.datamodules.synthetic.stereo_scene import render_stereo_pair
 
 __all__ = ["SCENEFLOW_PASSES", "SCENEFLOW_SUBSETS", "TEST_LIST", "TRAIN_LIST", "final_pass_look", "write_sceneflow"]
@@ -90,14 +91,6 @@ class _Frame:
 
     def disparity(self, view: str) -> str:
         return f"{self.subset}/disparity/{self.sequence}/{view}/{self.name}.pfm"
-
-
-def _positive_int(name: str, value: object, upper: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-    if upper is not None and value > upper:
-        raise ValueError(f"`{name}` must be at most {upper}, got {value!r}")
-    return int(value)
 
 
 def _monkaa_scene(index: int) -> str:
@@ -204,19 +197,16 @@ def write_sceneflow(
     unknown = [p for p in passes if p not in SCENEFLOW_PASSES]
     if unknown or not passes or len(set(passes)) != len(passes):
         raise ValueError(f"`passes` must be distinct names among {SCENEFLOW_PASSES}, got {passes!r}")
-    num_sequences = _positive_int("num_sequences", num_sequences)
-    num_test_sequences = _positive_int("num_test_sequences", num_test_sequences)
-    frames = _positive_int(
+    num_sequences = positive_int("num_sequences", num_sequences)
+    num_test_sequences = positive_int("num_test_sequences", num_test_sequences)
+    frames = positive_int(
         "frames_per_sequence", frames_per_sequence, _FT3D_FRAMES_PER_SEQUENCE if "FlyingThings3D" in subsets else None
     )
-    height = _positive_int("height", height)
-    width = _positive_int("width", width)
-    max_disparity = default_max_disparity(width) if max_disparity is None else max_disparity
-    if not (isinstance(max_disparity, (int, float)) and math.isfinite(max_disparity) and 0 < max_disparity < width):
-        raise ValueError(f"`max_disparity` must be in (0, width={width}), got {max_disparity!r}")
-    min_disparity = default_min_disparity(max_disparity) if min_disparity is None else float(min_disparity)
-    if not 0 < min_disparity < max_disparity:
-        raise ValueError(f"`min_disparity` must be in (0, max_disparity={max_disparity}), got {min_disparity!r}")
+    height = positive_int("height", height)
+    width = positive_int("width", width)
+    max_disparity, min_disparity = disparity_range(
+        max_disparity, min_disparity, default_max=default_max_disparity(width), limit=width, why=" (image width)"
+    )
     seed = validate_seed(seed)
     out = prepare_output_root(root, overwrite=overwrite)
 

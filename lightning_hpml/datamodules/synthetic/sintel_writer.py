@@ -32,7 +32,6 @@ file follows FADNet's ``lists/Sintel_ALL.list`` (``left right disparity`` per li
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,12 +41,14 @@ from PIL import Image
 
 from lightning_hpml.datamodules.formats import write_rgb, write_sintel_disparity
 from lightning_hpml.datamodules.synthetic.output_tree import (
+    disparity_range,
     item_rng,
+    positive_int,
     prepare_output_root,
     validate_seed,
     write_synthetic_readme,
 )
-from lightning_hpml.datamodules.synthetic.random_scene import default_max_disparity, default_min_disparity
+from lightning_hpml.datamodules.synthetic.random_scene import default_max_disparity
 from lightning_hpml.datamodules.synthetic.sceneflow_writer import final_pass_look
 from lightning_hpml.datamodules.synthetic.stereo_scene import render_stereo_pair
 
@@ -99,12 +100,6 @@ SINTEL_ALL_LIST = "lists/Sintel_ALL.list"
 """FADNet-style list of all pairs, relative to the root."""
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _write_mask(path: Path, mask: np.ndarray) -> None:
     """8-bit grey PNG, 255 where ``mask`` is True (Sintel's occlusion / out-of-frame masks)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,15 +147,12 @@ def write_sintel_stereo(
     if not scenes or bad or len(set(scenes)) != len(scenes):
         raise ValueError(f"`scenes` must be distinct non-empty folder names, got {scenes!r}")
     if frames_per_scene is not None:
-        frames_per_scene = _positive_int("frames_per_scene", frames_per_scene)
-    height = _positive_int("height", height)
-    width = _positive_int("width", width)
-    max_disparity = default_max_disparity(width) if max_disparity is None else max_disparity
-    if not (isinstance(max_disparity, (int, float)) and math.isfinite(max_disparity) and 0 < max_disparity < width):
-        raise ValueError(f"`max_disparity` must be in (0, width={width}), got {max_disparity!r}")
-    min_disparity = default_min_disparity(max_disparity) if min_disparity is None else float(min_disparity)
-    if not 0 < min_disparity < max_disparity:
-        raise ValueError(f"`min_disparity` must be in (0, max_disparity={max_disparity}), got {min_disparity!r}")
+        frames_per_scene = positive_int("frames_per_scene", frames_per_scene)
+    height = positive_int("height", height)
+    width = positive_int("width", width)
+    max_disparity, min_disparity = disparity_range(
+        max_disparity, min_disparity, default_max=default_max_disparity(width), limit=width, why=" (image width)"
+    )
     seed = validate_seed(seed)
     out = prepare_output_root(root, overwrite=overwrite)
     training = out / "training"

@@ -9,7 +9,7 @@ from torch import Tensor
 __all__ = ["channel_norm", "warp_right_to_left"]
 
 
-def warp_right_to_left(right: Tensor, disparity: Tensor) -> Tensor:
+def warp_right_to_left(right: Tensor, disparity: Tensor, align_corners: bool = True) -> Tensor:
     """Resample the right view into the left view: ``out(x, y) = right(x - d(x, y), y)``, bilinear.
 
     Matches FlowNet2's ``Resample2d`` as FADNet uses it (flow ``(-d, 0)``): pixel-centred coordinates
@@ -18,6 +18,8 @@ def warp_right_to_left(right: Tensor, disparity: Tensor) -> Tensor:
     Args:
         right: Right image or features ``(B, C, H, W)``.
         disparity: Left-view disparity in pixels ``(B, 1, H, W)``.
+        align_corners: ``False`` reproduces official code that normalises coordinates by ``size - 1`` but samples
+            with ``align_corners=False`` (a half-pixel shift; EASNet's ``disp_warp``), for its checkpoints.
     """
     if disparity.shape[1] != 1 or disparity.shape[0] != right.shape[0] or disparity.shape[-2:] != right.shape[-2:]:
         raise ValueError(
@@ -29,7 +31,7 @@ def warp_right_to_left(right: Tensor, disparity: Tensor) -> Tensor:
     grid_x = 2.0 * (xs - disparity[:, 0]) / max(w - 1, 1) - 1.0
     grid_y = 2.0 * ys / max(h - 1, 1) - 1.0
     grid = torch.stack((grid_x, grid_y), dim=-1)
-    return F.grid_sample(right, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return F.grid_sample(right, grid, mode="bilinear", padding_mode="border", align_corners=align_corners)
 
 
 def channel_norm(x: Tensor, eps: float = 1e-8) -> Tensor:

@@ -30,17 +30,6 @@ def _conv_bn_lrelu(in_ch: int, out_ch: int) -> nn.Sequential:
     )
 
 
-def _official_warp(right: Tensor, disparity: Tensor) -> Tensor:
-    """The official ``disp_warp`` sampling: coordinates normalised by ``size - 1``, ``align_corners=False``."""
-    b, _, h, w = right.shape
-    ys = torch.arange(h, device=right.device, dtype=right.dtype).view(1, h, 1).expand(b, h, w)
-    xs = torch.arange(w, device=right.device, dtype=right.dtype).view(1, 1, w).expand(b, h, w)
-    grid_x = 2.0 * (xs - disparity[:, 0]) / max(w - 1, 1) - 1.0
-    grid_y = 2.0 * ys / max(h - 1, 1) - 1.0
-    grid = torch.stack((grid_x, grid_y), dim=-1)
-    return F.grid_sample(right, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
 class DilatedBasicBlock(nn.Module):
     """ResNet basic block (two dilated 3x3 conv + BN, LeakyReLU 0.2) with identity shortcut."""
 
@@ -79,8 +68,7 @@ class StereoDRNetRefinement(nn.Module):
         ratio = left.shape[-1] / disparity.shape[-1]
         if ratio != 1.0:
             disparity = F.interpolate(disparity, size=left.shape[-2:], mode="bilinear", align_corners=False) * ratio
-        warp = _official_warp if self.official_warp else warp_right_to_left
-        error = warp(right, disparity) - left
+        error = warp_right_to_left(right, disparity, align_corners=not self.official_warp) - left
         features = torch.cat((self.image_conv(torch.cat((error, left), dim=1)), self.disp_conv(disparity)), dim=1)
         residual = self.final_conv(self.dilated_blocks(features))
         return F.relu(disparity + residual)
