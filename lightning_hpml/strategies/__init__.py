@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from lightning.pytorch.strategies import Strategy, StrategyRegistry
 
-__all__ = ["STRATEGY_CLASSES", "register_all"]
+from .lags import LAGSStrategy
 
-#: Strategy classes shipped by this package. ElixirStrategy and LAGSStrategy are planned (see README status table).
-STRATEGY_CLASSES: tuple[type[Strategy], ...] = ()
+__all__ = ["STRATEGY_CLASSES", "LAGSStrategy", "register_all"]
+
+#: Strategy classes shipped by this package. ElixirStrategy is planned (see README status table).
+STRATEGY_CLASSES: tuple[type[Strategy], ...] = (LAGSStrategy,)
 
 
 def register_all(registry=StrategyRegistry) -> list[str]:

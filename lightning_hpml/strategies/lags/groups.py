@@ -1,0 +1,89 @@
+"""Parameters merged into communication groups in the order their gradients become final."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["GradientGroup", "build_groups", "split_by_threshold"]
+
+
+@dataclass(eq=False)
+class GradientGroup:
+    """A run of consecutive parameters (in backward order) exchanged as one flat message.
+
+    ``flat`` holds the gradients copied in by the hooks, ``residual`` the error feedback (fp32, in gradient units).
+    """
+
+    index: int
+    names: list[str]
+    params: list[nn.Parameter]
+    flat: Tensor = field(repr=False)
+    residual: Tensor = field(repr=False)
+    offsets: list[int] = field(repr=False)
+
+    @property
+    def numel(self) -> int:
+        return self.flat.numel()
+
+    def slices(self):
+        """Yield ``(name, param, flat slice)`` for every member."""
+        for name, param, start in zip(self.names, self.params, self.offsets, strict=True):
+            yield name, param, self.flat[start : start + param.numel()]
+
+    def residual_slice(self, member: int) -> Tensor:
+        start = self.offsets[member]
+        return self.residual[start : start + self.params[member].numel()]
+
+
+NamedParams = list[tuple[str, nn.Parameter]]
+
+
+def split_by_threshold(named_params: Sequence[tuple[str, nn.Parameter]], threshold: int) -> list[NamedParams]:
+    """Walk ``named_params`` (backward order) and close a group once it holds at least ``threshold`` elements.
+
+    ``threshold=0`` gives one group per tensor (the official code's default); its launcher script uses 8192.
+    """
+    if threshold < 0:
+        raise ValueError(f"group_threshold must be >= 0 elements, got {threshold}")
+    if not named_params:
+        raise ValueError("LAGS needs at least one trainable parameter; the module has none with requires_grad=True")
+    members: list[NamedParams] = []
+    pending: NamedParams = []
+    for item in named_params:
+        pending.append(item)
+        if sum(p.numel() for _, p in pending) >= threshold:
+            members.append(pending)
+            pending = []
+    if pending:
+        members.append(pending)
+    return members
+
+
+def build_groups(member_lists: Sequence[NamedParams]) -> list[GradientGroup]:
+    """One :class:`GradientGroup` (zeroed buffers) per list of ``(name, parameter)``."""
+    return [_make_group(index, list(members)) for index, members in enumerate(member_lists)]
+
+
+def _make_group(index: int, members: list[tuple[str, nn.Parameter]]) -> GradientGroup:
+    dtypes = {p.dtype for _, p in members}
+    devices = {p.device for _, p in members}
+    if len(devices) != 1:
+        raise ValueError(f"parameters {[n for n, _ in members]} of one LAGS group live on several devices: {devices}")
+    offsets, total = [], 0
+    for _, p in members:
+        offsets.append(total)
+        total += p.numel()
+    device = devices.pop()
+    dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
+    return GradientGroup(
+        index=index,
+        names=[n for n, _ in members],
+        params=[p for _, p in members],
+        flat=torch.zeros(total, dtype=dtype, device=device),
+        residual=torch.zeros(total, dtype=torch.float32, device=device),
+        offsets=offsets,
+    )

@@ -1,0 +1,67 @@
+"""Adaptive per-group density: hide each group's exchange behind the backward compute that remains.
+
+LAGS (Shi et al., ECAI 2020) picks each layer's density from its communication-to-computation ratio. The official
+code's rule (``utils.predict_density_with_size_and_computation``) is ``rho = (t_comp - log2(P) a) / (2(P-1) b m)``
+with a fixed alpha-beta model, but as released it returns a constant 0.001. This planner is live and models the
+network as one serial channel, walked in the order the groups' gradients become final:
+
+- a group can start when its gradients are ready and the previous exchange has finished (``start``);
+- its budget is the compute left until the next group is ready (``window = ready[i+1] - start``); the last group
+  has nothing left to hide behind;
+- if a dense allreduce fits the window it goes dense (no compression error at all); otherwise the density is the
+  largest whose allgather fits, clamped to ``[density_min, 1]``; and if that sparse exchange would still cost at
+  least as much as a dense allreduce, the group goes dense.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .cost_model import LinkCost
+
+__all__ = ["VALUE_BYTES", "WIRE_BYTES_PER_SELECTED", "plan_densities"]
+
+#: A dense gradient element on the wire (fp32).
+VALUE_BYTES = 4
+#: A selected element on the wire: fp32 value + int32 index.
+WIRE_BYTES_PER_SELECTED = 8
+
+
+def plan_densities(
+    numels: Sequence[int], ready_times: Sequence[float], cost: LinkCost, density_min: float
+) -> list[float]:
+    """Density per group (1.0 = dense allreduce), from group sizes and when each group's gradients were final.
+
+    ``ready_times`` are seconds from any common origin (the profiled mean per group).
+    """
+    if len(numels) != len(ready_times):
+        raise ValueError(f"got {len(numels)} group sizes but {len(ready_times)} ready times")
+    if not 0.0 < density_min <= 1.0:
+        raise ValueError(f"density_min must be in (0, 1], got {density_min}")
+    order = sorted(range(len(numels)), key=lambda i: ready_times[i])
+    densities = [1.0] * len(numels)
+    channel_free_at = float("-inf")
+    for position, group in enumerate(order):
+        numel = numels[group]
+        start = max(ready_times[group], channel_free_at)
+        next_ready = ready_times[order[position + 1]] if position + 1 < len(order) else start
+        window = max(0.0, next_ready - start)
+        dense_time = cost.allreduce_time(VALUE_BYTES * numel)
+        density = 1.0 if dense_time <= window else _density_for_window(window, numel, cost, density_min)
+        if density < 1.0 and cost.allgather_time(WIRE_BYTES_PER_SELECTED * density * numel) >= dense_time:
+            density = 1.0
+        densities[group] = density
+        spent = dense_time if density == 1.0 else cost.allgather_time(WIRE_BYTES_PER_SELECTED * density * numel)
+        channel_free_at = start + spent
+    return densities
+
+
+def _density_for_window(window: float, numel: int, cost: LinkCost, density_min: float) -> float:
+    """Largest density whose allgather fits ``window``, clamped to ``[density_min, 1]``."""
+    payload_time = window - cost.alpha_allgather
+    if payload_time <= 0:
+        return density_min
+    if cost.beta_allgather == 0:
+        return 1.0
+    density = payload_time / (cost.beta_allgather * WIRE_BYTES_PER_SELECTED * numel)
+    return min(1.0, max(density_min, density))

@@ -1,0 +1,434 @@
+"""Layer-wise sparse gradient exchange, started from backward hooks and finished before the optimizer step.
+
+LAGS-SGD: Shaohuai Shi, Zhenheng Tang, Qiang Wang, Kaiyong Zhao, Xiaowen Chu, "Layer-wise Adaptive Gradient
+Sparsification for Distributed Deep Learning with Convergence Guarantees", ECAI 2020 (arXiv 1911.08727).
+Official code: https://github.com/HKBU-HPML/OMGS-SGD (``hv_distributed_optimizer.py``, ``compression.py``).
+
+Per group of parameters (small layers merged by an element threshold, in backward order) and rank ``p``:
+``a = residual + g`` (residual in gradient units, as the official code; the paper folds the learning rate in),
+``residual = a - TopK(a, k)``, and every rank receives ``(1/P) sum_p TopK(a_p, k)`` as the group's gradient. The
+exchange is one ``all_gather`` of a packed ``[values | int32 indices]`` message (the official code sends two), then
+a scatter-add. Groups at density 1 use a plain allreduce and keep no residual.
+
+Differences from the official code, on purpose:
+
+- the adaptive density rule is live (:mod:`.planner`), with alpha and beta measured on the running process group
+  (:mod:`.cost_model`) instead of hard-coded 1 GbE constants (the released rule returns 0.001);
+- values and indices travel in one message instead of two, so each group pays the latency once;
+- the exact top-k uses a sampled threshold pre-filter on large groups (:mod:`.topk`);
+- groups follow the order in which gradients became final on the first step (broadcast from rank 0), not the
+  reversed registration order, when the two differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .cost_model import DEFAULT_PROBE_BYTES, LinkCost, measure_link_cost
+from .groups import GradientGroup, build_groups, split_by_threshold
+from .planner import VALUE_BYTES, WIRE_BYTES_PER_SELECTED, plan_densities
+from .topk import num_selected, select_topk_with_residual
+
+__all__ = ["ExchangeStats", "LAGSCommunicationError", "LayerwiseSparseReducer"]
+
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
+class LAGSCommunicationError(RuntimeError):
+    """A gradient exchange failed, usually because another rank raised or died."""
+
+
+@dataclass
+class ExchangeStats:
+    """What one optimizer step's gradient exchange cost on this rank.
+
+    ``bytes_sent`` follows the ring algorithms (allgather: ``(P-1) * message``; allreduce: ``2(P-1)/P * bytes``).
+    ``comm_hidden_s`` is the time exchanges were in flight before backward ended, ``comm_exposed_s`` the time the
+    optimizer step waited for them afterwards.
+    """
+
+    bytes_sent: float = 0.0
+    dense_bytes: float = 0.0
+    density: float = 0.0
+    comm_hidden_s: float = 0.0
+    comm_exposed_s: float = 0.0
+    dense_groups: int = 0
+    groups: int = 0
+
+    def to_dict(self) -> dict[str, float]:
+        return {key: float(value) for key, value in asdict(self).items()}
+
+
+@dataclass(eq=False)
+class _Exchange:
+    group: GradientGroup
+    work: dist.Work
+    launched_at: float
+    k: int | None  # None: dense allreduce
+    gathered: Tensor | None = None
+    done_at: float | None = field(default=None)
+
+
+class LayerwiseSparseReducer:
+    """Exchange each group's gradients as soon as they are final; :meth:`finish` completes the step.
+
+    Usage (the :class:`~lightning_hpml.strategies.LAGSStrategy` does this for a Lightning ``Trainer``)::
+
+        reducer = LayerwiseSparseReducer(model, density=0.01)
+        loss.backward()  # hooks launch each group's exchange while backward goes on
+        reducer.finish()  # wait for what is in flight, write the averaged gradients into .grad
+        optimizer.step()
+
+    Args:
+        module: the model; every parameter with ``requires_grad`` must receive a gradient each step.
+        group: the process group (default: the world).
+        density: fraction of each group's entries sent; the fixed density, and the density while profiling.
+        adaptive: plan a density per group from the measured link cost and profiled backward times.
+        density_min: lower clamp of adaptive densities.
+        group_threshold: merge consecutive parameters until a group holds at least this many elements.
+        warmup_steps: steps (with ``density``) before profiling starts.
+        profile_steps: steps whose backward timings are averaged for the plan.
+        replan_every_n_steps: profile and plan again after this many steps (``None``: plan once).
+        probe_bytes: message sizes of the start-up microbenchmark (adaptive mode).
+        link_cost: skip the microbenchmark and use this cost model.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        group: dist.ProcessGroup | None = None,
+        *,
+        density: float = 0.01,
+        adaptive: bool = True,
+        density_min: float = 0.001,
+        group_threshold: int = 8192,
+        warmup_steps: int = 1,
+        profile_steps: int = 5,
+        replan_every_n_steps: int | None = None,
+        probe_bytes: tuple[int, ...] = DEFAULT_PROBE_BYTES,
+        link_cost: LinkCost | None = None,
+    ) -> None:
+        num_selected(1, density)  # validates the range
+        num_selected(1, density_min)
+        if warmup_steps < 0 or profile_steps < 1:
+            raise ValueError(f"need warmup_steps >= 0 and profile_steps >= 1, got {warmup_steps}, {profile_steps}")
+        if replan_every_n_steps is not None and replan_every_n_steps <= profile_steps:
+            raise ValueError(
+                f"replan_every_n_steps ({replan_every_n_steps}) must exceed profile_steps ({profile_steps})"
+            )
+        self.process_group = group
+        self.world_size = dist.get_world_size(group)
+        self.density = density
+        self.adaptive = adaptive
+        self.density_min = density_min
+        self.group_threshold = group_threshold
+        self.warmup_steps = warmup_steps
+        self.profile_steps = profile_steps
+        self.replan_every_n_steps = replan_every_n_steps
+        #: Multiplier of the gradients in ``.grad`` (the AMP loss scale), so residuals stay in gradient units.
+        self.grad_scale = 1.0
+        self.step = 0
+        self.last_stats: ExchangeStats | None = None
+
+        self._named_params = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+        self._device = self._named_params[0][1].device if self._named_params else torch.device("cpu")
+        self.groups = build_groups(split_by_threshold(self._named_params[::-1], group_threshold))
+        self.densities = [density] * len(self.groups)
+        self.link_cost = link_cost
+        if adaptive and link_cost is None:
+            self.link_cost = measure_link_cost(group, probe_bytes, device=self._device)
+        #: Mean seconds from the first final gradient to each group's (and, last, to ``finish``), when planned.
+        self.profiled_times: list[float] | None = None
+        self._next_profile_start: int | None = warmup_steps if adaptive else None
+        self._profile_sum: list[float] | None = None
+        self._profile_count = 0
+        self._order_checked = False
+        self._generator = torch.Generator(device=self._device)
+        self._generator.manual_seed(0)
+
+        self._sync = True
+        self._member: dict[nn.Parameter, tuple[GradientGroup, int]] = {}
+        self._index_groups()
+        self._reset_step()
+        self._hooks = [p.register_post_accumulate_grad_hook(self._on_grad_ready) for _, p in self._named_params]
+
+    # ------------------------------------------------------------------ hooks and exchange
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Accumulate gradients locally (no exchange) inside this context, like ``DistributedDataParallel.no_sync``."""
+        previous, self._sync = self._sync, False
+        try:
+            yield
+        finally:
+            self._sync = previous
+
+    def _on_grad_ready(self, param: nn.Parameter) -> None:
+        if not self._sync:
+            return
+        now = time.perf_counter()
+        group, member = self._member[param]
+        if member in self._ready[group.index]:
+            raise RuntimeError(
+                f"the gradient of {group.names[member]!r} became final twice before finish(); LAGS exchanges once "
+                "per optimizer step, so call backward once per step (accumulate across steps instead)"
+            )
+        if self._first_ready_at is None:
+            self._first_ready_at = now
+        self._arrival.append(param)
+        self._ready[group.index].add(member)
+        flat_slice = group.flat[group.offsets[member] : group.offsets[member] + param.numel()]
+        flat_slice.copy_(param.grad.reshape(-1))
+        if len(self._ready[group.index]) == len(group.params):
+            self._ready_at[group.index] = now
+            self._launch(group, now)
+
+    def _launch(self, group: GradientGroup, now: float) -> None:
+        density = self.densities[group.index]
+        if density >= 1.0:
+            work = dist.all_reduce(group.flat, group=self.process_group, async_op=True)
+            exchange = _Exchange(group, work, now, k=None)
+        else:
+            k = num_selected(group.numel, density)
+            accumulated = group.flat.float()
+            if self.grad_scale != 1.0:
+                accumulated.add_(group.residual, alpha=self.grad_scale)
+            else:
+                accumulated.add_(group.residual)
+            previous = group.residual.clone() if self.grad_scale != 1.0 else None
+            values, indices = select_topk_with_residual(accumulated, group.residual, k, self._generator)
+            if previous is not None:
+                group.residual.div_(self.grad_scale)
+                if not torch.isfinite(accumulated).all():
+                    group.residual.copy_(previous)  # overflowed step: the scaler skips it, keep the old residual
+            message = torch.cat([values, indices.view(torch.float32)])
+            gathered = message.new_empty(self.world_size * message.numel())
+            work = _all_gather_single(gathered, message, group=self.process_group, async_op=True)
+            exchange = _Exchange(group, work, now, k=k, gathered=gathered)
+        work.get_future().add_done_callback(lambda _future, ex=exchange: setattr(ex, "done_at", time.perf_counter()))
+        self._exchanges.append(exchange)
+
+    def finish(self) -> ExchangeStats | None:
+        """Wait for every exchange of this step and write the averaged gradients into ``param.grad``.
+
+        Returns the step's :class:`ExchangeStats`, or ``None`` when no gradient was produced since the last call
+        (every rank must then skip together, as with DDP).
+        """
+        if self._first_ready_at is None:
+            return None
+        finish_at = time.perf_counter()
+        missing = [
+            group.names[m] for group in self.groups for m in range(len(group.params)) if m not in self._ready[group.index]
+        ]
+        if missing:
+            self._reset_step()
+            raise RuntimeError(
+                f"parameters {missing} received no gradient in this step; LAGS exchanges every trainable parameter "
+                "each step (as DDP without find_unused_parameters). Freeze them (requires_grad=False) or use them."
+            )
+        for exchange in self._exchanges:
+            try:
+                exchange.work.wait()
+            except Exception as error:
+                self._reset_step()
+                raise LAGSCommunicationError(
+                    f"rank {dist.get_rank(self.process_group)}: gradient exchange of LAGS group {exchange.group.index} "
+                    f"({exchange.group.names[0]}...) failed at step {self.step}; another rank probably raised or "
+                    f"died. Cause: {error}"
+                ) from error
+        waited_until = time.perf_counter()
+        for exchange in self._exchanges:
+            self._write_gradients(exchange)
+        stats = self._stats(finish_at, waited_until)
+        self._profile_and_plan(finish_at)
+        self.step += 1
+        self.last_stats = stats
+        self._reset_step()
+        return stats
+
+    def _write_gradients(self, exchange: _Exchange) -> None:
+        group = exchange.group
+        if exchange.k is not None:
+            k = exchange.k
+            per_rank = exchange.gathered.view(self.world_size, 2 * k)
+            values = per_rank[:, :k].reshape(-1)
+            indices = per_rank[:, k:].contiguous().view(torch.int32).reshape(-1).long()
+            group.flat.zero_()
+            group.flat.index_add_(0, indices, values.to(group.flat.dtype))
+        group.flat.div_(self.world_size)
+        for _, param, flat_slice in group.slices():
+            param.grad.copy_(flat_slice.view_as(param.grad))
+
+    def _stats(self, finish_at: float, waited_until: float) -> ExchangeStats:
+        world = self.world_size
+        stats = ExchangeStats(groups=len(self.groups), comm_exposed_s=waited_until - finish_at)
+        sent_elements = 0
+        for exchange in self._exchanges:
+            numel = exchange.group.numel
+            dense_bytes = 2 * (world - 1) / world * VALUE_BYTES * numel
+            stats.dense_bytes += dense_bytes
+            if exchange.k is None:
+                stats.bytes_sent += dense_bytes
+                stats.dense_groups += 1
+                sent_elements += numel
+            else:
+                stats.bytes_sent += (world - 1) * WIRE_BYTES_PER_SELECTED * exchange.k
+                sent_elements += exchange.k
+        stats.density = sent_elements / sum(group.numel for group in self.groups)
+        stats.comm_hidden_s = _union_length(
+            [(ex.launched_at, min(ex.done_at or waited_until, finish_at)) for ex in self._exchanges]
+        )
+        return stats
+
+    def _reset_step(self) -> None:
+        self._ready: list[set[int]] = [set() for _ in self.groups]
+        self._ready_at: list[float | None] = [None] * len(self.groups)
+        self._first_ready_at: float | None = None
+        self._arrival: list[nn.Parameter] = []
+        self._exchanges: list[_Exchange] = []
+
+    # ------------------------------------------------------------------ grouping, profiling, planning
+    def _index_groups(self) -> None:
+        self._member = {p: (group, m) for group in self.groups for m, p in enumerate(group.params)}
+
+    def _regroup(self, ordered_names: list[str]) -> None:
+        """Rebuild the groups for a new parameter order, carrying residuals over by parameter name."""
+        residuals = self._residuals_by_name()
+        by_name = dict(self._named_params)
+        self.groups = build_groups(split_by_threshold([(n, by_name[n]) for n in ordered_names], self.group_threshold))
+        for group in self.groups:
+            for m, name in enumerate(group.names):
+                group.residual_slice(m).copy_(residuals[name])
+        self.densities = [self.density] * len(self.groups)
+        self._index_groups()
+
+    def _profile_and_plan(self, finish_at: float) -> None:
+        if not self._order_checked:
+            self._check_order()
+        if self._next_profile_start is None or self.step < self._next_profile_start:
+            return
+        relative = [t - self._first_ready_at for t in self._ready_at] + [finish_at - self._first_ready_at]
+        if self._profile_sum is None:
+            self._profile_sum, self._profile_count = [0.0] * len(relative), 0
+        self._profile_sum = [a + b for a, b in zip(self._profile_sum, relative, strict=True)]
+        self._profile_count += 1
+        if self._profile_count == self.profile_steps:
+            self._plan([total / self._profile_count for total in self._profile_sum])
+            every = self.replan_every_n_steps
+            self._next_profile_start = None if every is None else self.step + 1 + every - self.profile_steps
+            self._profile_sum, self._profile_count = None, 0
+
+    def _plan(self, mean_times: list[float]) -> None:
+        """Plan on every rank from rank-mean timings, then take rank 0's plan so all ranks agree bit for bit."""
+        timings = torch.tensor(mean_times, dtype=torch.float64, device=self._device)
+        dist.all_reduce(timings, group=self.process_group)
+        timings = (timings / self.world_size).cpu().tolist()
+        planned = plan_densities([g.numel for g in self.groups], timings[:-1], self.link_cost, self.density_min)
+        plan = torch.tensor(planned, dtype=torch.float64, device=self._device)
+        dist.broadcast(plan, group_src=0, group=self.process_group)
+        self.densities = plan.cpu().tolist()
+        self.profiled_times = timings
+
+    def _check_order(self) -> None:
+        """After the first step, regroup in the order gradients actually became final (rank 0's order)."""
+        self._order_checked = True
+        position = {p: i for i, (_, p) in enumerate(self._named_params)}
+        observed = torch.tensor([position[p] for p in self._arrival], dtype=torch.int64, device=self._device)
+        dist.broadcast(observed, group_src=0, group=self.process_group)
+        names = [self._named_params[i][0] for i in observed.cpu().tolist()]
+        if names != [name for group in self.groups for name in group.names]:
+            self._regroup(names)
+
+    # ------------------------------------------------------------------ state
+    def _residuals_by_name(self) -> dict[str, Tensor]:
+        return {name: group.residual_slice(m).clone() for group in self.groups for m, name in enumerate(group.names)}
+
+    def state_dict(self) -> dict:
+        """This rank's residuals (by parameter name) and the shared plan."""
+        return {
+            "step": self.step,
+            "world_size": self.world_size,
+            "group_names": [list(group.names) for group in self.groups],
+            "densities": list(self.densities),
+            "next_profile_start": self._next_profile_start,
+            "profile_sum": self._profile_sum,
+            "profile_count": self._profile_count,
+            "profiled_times": self.profiled_times,
+            "order_checked": self._order_checked,
+            "link_cost": self.link_cost.to_dict() if self.link_cost is not None else None,
+            "residuals": self._residuals_by_name(),
+        }
+
+    def gather_state_dict(self) -> dict:
+        """:meth:`state_dict` with every rank's residuals (a collective; ``residuals`` is a list indexed by rank)."""
+        state = self.state_dict()
+        local = torch.cat([group.residual for group in self.groups])
+        gathered = local.new_empty(self.world_size * local.numel())
+        _all_gather_single(gathered, local, group=self.process_group)
+        layout = [(name, group.residual_slice(m).numel()) for group in self.groups for m, name in enumerate(group.names)]
+        state["residuals"] = [_split_by_name(row, layout) for row in gathered.view(self.world_size, -1).cpu()]
+        return state
+
+    def load_state_dict(self, state: dict, rank: int | None = None) -> None:
+        """Restore the plan and residuals; ``state["residuals"]`` may be one rank's dict or a list by rank."""
+        if state["world_size"] != self.world_size:
+            raise ValueError(
+                f"the LAGS state was saved with {state['world_size']} processes but this run has {self.world_size}; "
+                "residuals are per rank, so resume with the same number of processes"
+            )
+        known = {name for name, _ in self._named_params}
+        saved = [name for names in state["group_names"] for name in names]
+        if set(saved) != known:
+            raise ValueError(
+                f"the LAGS state does not match the model: missing {sorted(known - set(saved))}, "
+                f"unexpected {sorted(set(saved) - known)}"
+            )
+        by_name = dict(self._named_params)
+        self.groups = build_groups([[(name, by_name[name]) for name in names] for names in state["group_names"]])
+        self._index_groups()
+        residuals = state["residuals"]
+        if isinstance(residuals, list):
+            residuals = residuals[dist.get_rank(self.process_group) if rank is None else rank]
+        for group in self.groups:
+            for m, name in enumerate(group.names):
+                group.residual_slice(m).copy_(residuals[name].to(group.residual.device))
+        self.densities = [float(d) for d in state["densities"]]
+        self.step = int(state["step"])
+        self._next_profile_start = state["next_profile_start"]
+        self._profile_sum = state["profile_sum"]
+        self._profile_count = int(state["profile_count"])
+        self.profiled_times = state["profiled_times"]
+        self._order_checked = bool(state["order_checked"])
+        if state["link_cost"] is not None:
+            self.link_cost = LinkCost(**state["link_cost"])
+        self._reset_step()
+
+    def remove_hooks(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+
+
+def _split_by_name(row: Tensor, layout: list[tuple[str, int]]) -> dict[str, Tensor]:
+    out, start = {}, 0
+    for name, numel in layout:
+        out[name] = row[start : start + numel].clone()
+        start += numel
+    return out
+
+
+def _union_length(intervals: list[tuple[float, float]]) -> float:
+    """Total length covered by ``intervals`` (overlaps counted once)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        start = max(start, reach)
+        if end > start:
+            total += end - start
+            reach = end
+    return total
