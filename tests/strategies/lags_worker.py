@@ -32,7 +32,13 @@ class TinyRegressor(L.LightningModule):
         self.grad_sum = {name: torch.zeros_like(p) for name, p in self.named_parameters()}
         self.clipped_norms: list[float] = []
         for name, p in self.named_parameters():
-            p.register_hook(lambda grad, name=name: self.grad_sum[name].add_(grad.detach()))
+            p.register_hook(self._recorder(name))
+
+    def _recorder(self, name: str):
+        def record(grad: torch.Tensor) -> None:  # returns None: a returned tensor would replace the gradient
+            self.grad_sum[name].add_(grad.detach())
+
+        return record
 
     def training_step(self, batch, batch_idx):
         if self.global_rank == self.fail_rank and self.global_step == self.fail_step:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .cost_model import LinkCost
+from .topk import num_selected
 
 __all__ = ["VALUE_BYTES", "WIRE_BYTES_PER_SELECTED", "plan_densities"]
 
@@ -48,10 +49,11 @@ def plan_densities(
         window = max(0.0, next_ready - start)
         dense_time = cost.allreduce_time(VALUE_BYTES * numel)
         density = 1.0 if dense_time <= window else _density_for_window(window, numel, cost, density_min)
-        if density < 1.0 and cost.allgather_time(WIRE_BYTES_PER_SELECTED * density * numel) >= dense_time:
+        sparse_time = cost.allgather_time(WIRE_BYTES_PER_SELECTED * num_selected(numel, density))
+        if density < 1.0 and sparse_time >= dense_time:
             density = 1.0
         densities[group] = density
-        spent = dense_time if density == 1.0 else cost.allgather_time(WIRE_BYTES_PER_SELECTED * density * numel)
+        spent = dense_time if density == 1.0 else sparse_time
         channel_free_at = start + spent
     return densities
 

@@ -1,0 +1,109 @@
+"""LAGS building blocks: exact top-k with residual, grouping, alpha-beta fit and the density planner."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_hpml.strategies.lags import LinkCost, num_selected, plan_densities, select_topk_with_residual
+from lightning_hpml.strategies.lags.cost_model import fit_line
+from lightning_hpml.strategies.lags.groups import build_groups, split_by_threshold
+from lightning_hpml.strategies.lags.planner import WIRE_BYTES_PER_SELECTED
+
+
+@pytest.mark.parametrize("numel,k", [(1000, 10), (300_000, 3000), (300_000, 120_000), (70_000, 1)])
+def test_topk_is_exact_and_residual_keeps_the_rest(numel, k):
+    accumulated = torch.randn(numel, generator=torch.Generator().manual_seed(numel))
+    residual = torch.empty(numel)
+    values, indices = select_topk_with_residual(accumulated.clone(), residual, k, torch.Generator().manual_seed(1))
+    assert indices.dtype == torch.int32 and values.numel() == indices.numel() == k
+    expected = torch.topk(accumulated.abs(), k).indices
+    assert set(indices.tolist()) == set(expected.tolist())
+    rebuilt = residual.clone()
+    rebuilt[indices.long()] += values
+    assert torch.equal(rebuilt, accumulated)
+    assert torch.count_nonzero(residual[indices.long()]) == 0
+
+
+def test_topk_prefilter_falls_back_when_too_few_candidates_pass():
+    # Many equal magnitudes: the sampled threshold admits everything at that magnitude or nothing; both stay exact.
+    accumulated = torch.zeros(200_000)
+    accumulated[:50] = torch.arange(1, 51, dtype=torch.float32)
+    residual = torch.empty_like(accumulated)
+    _, indices = select_topk_with_residual(accumulated, residual, 50)
+    assert sorted(indices.tolist()) == list(range(50))
+
+
+def test_num_selected_rounds_up_and_validates():
+    assert num_selected(1000, 0.001) == 1
+    assert num_selected(1001, 0.001) == 2
+    assert num_selected(10, 1.0) == 10
+    with pytest.raises(ValueError, match="density must be in"):
+        num_selected(10, 0.0)
+    with pytest.raises(ValueError, match="density must be in"):
+        num_selected(10, 1.5)
+
+
+def test_split_by_threshold_merges_small_layers_in_order():
+    model = nn.Sequential(nn.Linear(10, 10), nn.Linear(10, 100), nn.Linear(100, 2))
+    named = list(model.named_parameters())[::-1]  # backward order: 2.bias, 2.weight, 1.bias, ...
+    members = split_by_threshold(named, threshold=150)
+    assert [[name for name, _ in group] for group in members] == [
+        ["2.bias", "2.weight"],
+        ["1.bias", "1.weight"],
+        ["0.bias", "0.weight"],
+    ]
+    assert len(split_by_threshold(named, threshold=0)) == 6
+    groups = build_groups(members)
+    assert [g.numel for g in groups] == [202, 1100, 110]
+    assert all(g.residual.dtype == torch.float32 and not g.residual.any() for g in groups)
+    with pytest.raises(ValueError, match="group_threshold"):
+        split_by_threshold(named, threshold=-1)
+    with pytest.raises(ValueError, match="at least one trainable parameter"):
+        split_by_threshold([], threshold=0)
+
+
+def test_fit_line_recovers_alpha_beta_and_clamps():
+    sizes = [1e3, 1e4, 1e5, 1e6]
+    assert fit_line(sizes, [2e-4 + 8e-9 * s for s in sizes]) == pytest.approx((2e-4, 8e-9))
+    alpha, beta = fit_line([1.0, 2.0], [1.0, 0.5])  # decreasing times: beta clamps at 0
+    assert beta == 0.0 and alpha == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="differ"):
+        fit_line([5.0, 5.0], [1.0, 2.0])
+
+
+COST = LinkCost(alpha_allreduce=1e-3, beta_allreduce=8e-9, alpha_allgather=1e-3, beta_allgather=8e-9)
+
+
+def test_planner_goes_dense_when_the_allreduce_hides_behind_the_remaining_backward():
+    # Group 0 is ready at t=0 and the next one at t=1 s: a 1M-element dense allreduce (33 ms) hides.
+    densities = plan_densities([1_000_000, 1000], [0.0, 1.0], COST, density_min=0.001)
+    assert densities[0] == 1.0
+
+
+def test_planner_sizes_the_density_to_the_window():
+    numel, window = 1_000_000, 0.005
+    densities = plan_densities([numel, 1000], [0.0, window], COST, density_min=0.0001)
+    expected = (window - COST.alpha_allgather) / (COST.beta_allgather * WIRE_BYTES_PER_SELECTED * numel)
+    assert densities[0] == pytest.approx(expected)
+    assert COST.allgather_time(WIRE_BYTES_PER_SELECTED * densities[0] * numel) == pytest.approx(window)
+
+
+def test_planner_last_group_and_latency_bound_groups():
+    # The last group has nothing left to hide behind: density_min, unless dense is no dearer than sparse.
+    big_last = plan_densities([1000, 1_000_000], [0.0, 0.0], COST, density_min=0.01)
+    assert big_last[1] == 0.01
+    # A 10-element group where the allgather's latency exceeds the allreduce's: sparse saves nothing, so dense.
+    slow_gather = LinkCost(alpha_allreduce=1e-3, beta_allreduce=8e-9, alpha_allgather=2e-3, beta_allgather=8e-9)
+    assert plan_densities([1000, 10], [0.0, 0.0], slow_gather, density_min=0.01)[1] == 1.0
+    with pytest.raises(ValueError, match="ready times"):
+        plan_densities([1, 2], [0.0], COST, density_min=0.01)
+
+
+def test_planner_carries_a_busy_channel_forward():
+    # Group 0 takes the channel for longer than the gap to group 1, so group 1 gets a smaller window.
+    numels = [1_000_000, 1_000_000, 1000]
+    alone = plan_densities(numels[1:], [0.010, 0.020], COST, density_min=0.0001)[0]
+    after_busy = plan_densities(numels, [0.0, 0.010, 0.020], COST, density_min=0.0001)[1]
+    assert after_busy < alone
