@@ -106,9 +106,7 @@ def main() -> None:
     callbacks = []
     if args.checkpoint_every:
         callbacks.append(
-            ModelCheckpoint(
-                dirpath=args.out / "checkpoints", every_n_train_steps=args.checkpoint_every, save_top_k=-1
-            )
+            ModelCheckpoint(dirpath=args.out / "checkpoints", every_n_train_steps=args.checkpoint_every, save_top_k=-1)
         )
     trainer = L.Trainer(
         accelerator="cpu",

@@ -224,7 +224,10 @@ class LayerwiseSparseReducer:
             return None
         finish_at = time.perf_counter()
         missing = [
-            group.names[m] for group in self.groups for m in range(len(group.params)) if m not in self._ready[group.index]
+            group.names[m]
+            for group in self.groups
+            for m in range(len(group.params))
+            if m not in self._ready[group.index]
         ]
         if missing:
             self._reset_step()
@@ -371,7 +374,9 @@ class LayerwiseSparseReducer:
         local = torch.cat([group.residual for group in self.groups])
         gathered = local.new_empty(self.world_size * local.numel())
         _all_gather_single(gathered, local, group=self.process_group)
-        layout = [(name, group.residual_slice(m).numel()) for group in self.groups for m, name in enumerate(group.names)]
+        layout = [
+            (name, group.residual_slice(m).numel()) for group in self.groups for m, name in enumerate(group.names)
+        ]
         state["residuals"] = [_split_by_name(row, layout) for row in gathered.view(self.world_size, -1).cpu()]
         return state
 

@@ -23,7 +23,7 @@ from torch.distributed.utils import _sync_params_and_buffers
 from torch.optim import Optimizer
 
 from .cost_model import DEFAULT_PROBE_BYTES
-from .reducer import LayerwiseSparseReducer
+from .reducer import LAGSCommunicationError, LayerwiseSparseReducer
 from .topk import num_selected
 
 __all__ = ["LAGSStrategy"]
@@ -115,7 +115,9 @@ class LAGSStrategy(DDPStrategy):
     @classmethod
     def register_strategies(cls, strategy_registry) -> None:
         strategy_registry.register(
-            "lags", cls, description="LAGS-SGD: layer-wise adaptive top-k gradient sparsification overlapped with backward"
+            "lags",
+            cls,
+            description="LAGS-SGD: layer-wise adaptive top-k gradient sparsification overlapped with backward",
         )
         strategy_registry.register(
             "lags_fixed_density",
@@ -142,7 +144,13 @@ class LAGSStrategy(DDPStrategy):
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         if self._broadcast_buffers and self.reducer is not None:
             buffers = list(self.lightning_module.buffers())
-            _sync_params_and_buffers(_get_default_group(), buffers, _BUFFER_BUCKET_BYTES, src=0)
+            try:
+                _sync_params_and_buffers(_get_default_group(), buffers, _BUFFER_BUCKET_BYTES, src=0)
+            except RuntimeError as error:
+                raise LAGSCommunicationError(
+                    f"rank {self.global_rank}: broadcasting buffers from rank 0 before training step "
+                    f"{self.lightning_module.global_step} failed; another rank probably raised or died. Cause: {error}"
+                ) from error
         return super().training_step(*args, **kwargs)
 
     def pre_backward(self, closure_loss: Tensor) -> None:
@@ -180,9 +188,7 @@ class LAGSStrategy(DDPStrategy):
         return output
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any | None = None
-    ) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any | None = None) -> None:
         """Add every rank's residuals and the density plan (a collective: all ranks call this)."""
         if self.reducer is not None and _distributed_is_initialized():
             checkpoint[_CHECKPOINT_KEY] = self.reducer.gather_state_dict()

@@ -1,0 +1,114 @@
+"""``LayerwiseSparseReducer`` in a one-process Gloo group: AMP loss scale, state round trip and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lightning_hpml.strategies.lags import LayerwiseSparseReducer
+
+
+@pytest.fixture
+def world_of_one():
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def backward(model: nn.Module, scale: float = 1.0, seed: int = 0) -> None:
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed))
+    model.zero_grad(set_to_none=True)
+    (model(x).pow(2).mean() * scale).backward()
+
+
+def test_loss_scale_keeps_residuals_in_gradient_units(world_of_one):
+    model = make_model()
+    reducer = LayerwiseSparseReducer(model, density=0.25, adaptive=False, group_threshold=0)
+    backward(model, seed=1)
+    reducer.finish()
+    residual_before = {k: v.clone() for k, v in reducer.state_dict()["residuals"].items()}
+
+    unscaled = make_model()
+    unscaled.load_state_dict(model.state_dict())
+    backward(unscaled, seed=2)
+    reducer.grad_scale = 8.0
+    backward(model, scale=8.0, seed=2)
+    reducer.finish()
+    residual_after = reducer.state_dict()["residuals"]
+    for name, param in model.named_parameters():
+        accumulated = dict(unscaled.named_parameters())[name].grad.flatten() + residual_before[name]
+        sent = param.grad.flatten() / 8.0  # what the optimizer sees, unscaled
+        torch.testing.assert_close(sent + residual_after[name], accumulated, rtol=0, atol=1e-6)
+        assert torch.count_nonzero(sent) == max(1, round(0.25 * param.numel()))
+
+
+def test_overflowed_step_leaves_residuals_untouched(world_of_one):
+    model = make_model()
+    reducer = LayerwiseSparseReducer(model, density=0.25, adaptive=False, group_threshold=0)
+    backward(model)
+    reducer.finish()
+    before = {k: v.clone() for k, v in reducer.state_dict()["residuals"].items()}
+    reducer.grad_scale = 65536.0
+    backward(model, scale=float("inf"))
+    reducer.finish()  # the AMP scaler would skip this step
+    for name, residual in reducer.state_dict()["residuals"].items():
+        assert torch.equal(residual, before[name])
+
+
+def test_state_round_trip_and_mismatch_errors(world_of_one):
+    model = make_model()
+    reducer = LayerwiseSparseReducer(model, density=0.1, adaptive=False, group_threshold=100)
+    for seed in range(3):
+        backward(model, seed=seed)
+        reducer.finish()
+    state = reducer.gather_state_dict()
+    assert isinstance(state["residuals"], list) and len(state["residuals"]) == 1
+
+    fresh = LayerwiseSparseReducer(model, density=0.1, adaptive=False, group_threshold=0)
+    fresh.load_state_dict(state)
+    assert fresh.step == 3 and [g.names for g in fresh.groups] == [g.names for g in reducer.groups]
+    for name, residual in reducer.state_dict()["residuals"].items():
+        assert torch.equal(fresh.state_dict()["residuals"][name], residual)
+
+    with pytest.raises(ValueError, match="saved with 4 processes but this run has 1"):
+        fresh.load_state_dict({**state, "world_size": 4})
+    with pytest.raises(ValueError, match=r"missing \['2.bias'\]"):
+        fresh.load_state_dict({**state, "group_names": [[n for n in g if n != "2.bias"] for g in state["group_names"]]})
+
+
+def test_unused_parameter_and_double_backward_are_clear_errors(world_of_one):
+    model = make_model()
+    reducer = LayerwiseSparseReducer(model, density=0.5, adaptive=False)
+    model.zero_grad(set_to_none=True)
+    model[0](torch.randn(2, 8)).sum().backward()  # the last layer gets no gradient
+    with pytest.raises(RuntimeError, match=r"\['2.bias', '2.weight'\] received no gradient"):
+        reducer.finish()
+
+    x = torch.randn(2, 8)
+    loss = model(x).sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="became final twice"):
+        loss.backward()
+
+
+def test_no_sync_accumulates_locally_and_finish_without_backward_is_a_no_op(world_of_one):
+    model = make_model()
+    reducer = LayerwiseSparseReducer(model, density=1.0, adaptive=False)
+    assert reducer.finish() is None
+    with reducer.no_sync():
+        backward(model)
+    assert reducer.finish() is None  # nothing was exchanged
+    first = [p.grad.clone() for p in model.parameters()]
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    model(x).pow(2).mean().backward()  # second micro-batch, same data: gradients double
+    stats = reducer.finish()
+    assert stats is not None and stats.density == 1.0 and reducer.step == 1
+    for grad, before in zip((p.grad for p in model.parameters()), first, strict=True):
+        torch.testing.assert_close(grad, 2 * before)
