@@ -18,7 +18,10 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DEFAULT_PROBE_BYTES", "LinkCost", "fit_line", "measure_link_cost"]
+__all__ = ["DEFAULT_PROBE_BYTES", "LinkCost", "all_gather_single", "fit_line", "measure_link_cost"]
+
+#: ``all_gather`` into one flat tensor (``all_gather_into_tensor`` is deprecated in recent torch releases).
+all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 #: Message sizes (bytes per rank) timed at start-up: 16 KiB to 1 MiB.
 DEFAULT_PROBE_BYTES: tuple[int, ...] = (16 * 1024, 128 * 1024, 1024 * 1024)
@@ -75,9 +78,11 @@ def measure_link_cost(
         numel = max(1, int(nbytes) // 4)
         tensor = torch.ones(numel, dtype=torch.float32, device=device)
         gathered = torch.empty(world * numel, dtype=torch.float32, device=device)
-        timings[0, column] = _median_seconds(lambda: dist.all_reduce(tensor, group=group), repeats, device)
+        timings[0, column] = _median_seconds(
+            lambda tensor=tensor: dist.all_reduce(tensor, group=group), repeats, device
+        )
         timings[1, column] = _median_seconds(
-            lambda: dist.all_gather_into_tensor(gathered, tensor, group=group), repeats, device
+            lambda out=gathered, tensor=tensor: all_gather_single(out, tensor, group=group), repeats, device
         )
     timings = timings.to(device)
     dist.all_reduce(timings, op=dist.ReduceOp.MAX, group=group)

@@ -31,14 +31,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .cost_model import DEFAULT_PROBE_BYTES, LinkCost, measure_link_cost
+from .cost_model import DEFAULT_PROBE_BYTES, LinkCost, all_gather_single, measure_link_cost
 from .groups import GradientGroup, build_groups, split_by_threshold
 from .planner import VALUE_BYTES, WIRE_BYTES_PER_SELECTED, plan_densities
 from .topk import num_selected, select_topk_with_residual
 
 __all__ = ["ExchangeStats", "LAGSCommunicationError", "LayerwiseSparseReducer"]
-
-_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
 class LAGSCommunicationError(RuntimeError):
@@ -209,7 +207,7 @@ class LayerwiseSparseReducer:
                     group.residual.copy_(previous)  # overflowed step: the scaler skips it, keep the old residual
             message = torch.cat([values, indices.view(torch.float32)])
             gathered = message.new_empty(self.world_size * message.numel())
-            work = _all_gather_single(gathered, message, group=self.process_group, async_op=True)
+            work = all_gather_single(gathered, message, group=self.process_group, async_op=True)
             exchange = _Exchange(group, work, now, k=k, gathered=gathered)
         work.get_future().add_done_callback(lambda _future, ex=exchange: setattr(ex, "done_at", time.perf_counter()))
         self._exchanges.append(exchange)
@@ -373,7 +371,7 @@ class LayerwiseSparseReducer:
         state = self.state_dict()
         local = torch.cat([group.residual for group in self.groups])
         gathered = local.new_empty(self.world_size * local.numel())
-        _all_gather_single(gathered, local, group=self.process_group)
+        all_gather_single(gathered, local, group=self.process_group)
         layout = [
             (name, group.residual_slice(m).numel()) for group in self.groups for m, name in enumerate(group.names)
         ]

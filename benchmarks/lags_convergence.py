@@ -1,0 +1,474 @@
+"""Convergence of LAGS-SGD against dense DDP: same seed, same budget, 2 CPU processes (Gloo), final metric side by side.
+
+Top-k sparsification with error feedback changes the optimisation trajectory, so a faster exchange is only worth
+having if the model still reaches the dense model's quality. Each variant below trains the same model from the same
+initial weights on the same data order for the same number of steps; only the gradient exchange differs:
+
+- ``ddp``: Lightning's ``DDPStrategy`` (dense allreduce), the reference;
+- ``lags_d0.01``, ``lags_d0.001``: ``LAGSStrategy(adaptive=False, density=...)``, a fixed fraction of every group;
+- ``lags_adaptive``: ``LAGSStrategy()``, densities planned from the measured link and the profiled backward. On an
+  unthrottled loopback link nearly every exchange hides behind backward, so the plan is mostly dense: the mean
+  logged density column shows how sparse it really was.
+
+Tasks:
+
+- ``digits``: scikit-learn's 8x8 digits (1437 train / 360 test, stratified, fixed seed, standardised), a small CNN,
+  SGD with momentum; metric: test accuracy (torchmetrics), higher is better.
+- ``stereo``: the quarter-width FADNet on the synthetic FlyingThings3D tree of ``configs/demo_fadnet_synthetic.yaml``
+  (the demo recipe: Adam, three loss rounds, halving learning rate), shortened; metric: validation end-point error
+  in pixels, lower is better. The EPE of the untrained model (step 0, the same for every variant) is reported too.
+
+Each variant runs in a fresh interpreter (``--run-one``) because Lightning's launcher re-executes the script for
+rank 1; rank 0 writes the variant's JSON, which the parent collects. The LAGS statistics are the values the strategy
+logs each step (``lags/density``, ``lags/bytes_sent``, ``lags/dense_bytes``, ``lags/comm_*``) averaged over steps;
+for ``ddp`` the bytes are the ring-allreduce volume of all parameters, computed, not logged.
+
+Usage::
+
+    python benchmarks/lags_convergence.py                                  # both tasks, all variants (~25 min)
+    python benchmarks/lags_convergence.py --tasks digits --variants ddp,lags_d0.01 --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+WORLD_SIZE = 2
+THREADS_PER_PROCESS = 1
+
+#: Variant name -> ``LAGSStrategy`` keyword arguments (``None``: Lightning's dense ``DDPStrategy``).
+VARIANTS: dict[str, dict[str, Any] | None] = {
+    "ddp": None,
+    "lags_d0.01": {"adaptive": False, "density": 0.01},
+    "lags_d0.001": {"adaptive": False, "density": 0.001},
+    "lags_adaptive": {},
+}
+LAGS_STATS = ("density", "bytes_sent", "dense_bytes", "comm_hidden_s", "comm_exposed_s")
+
+
+def validation_interval(epochs: int, times: int) -> int:
+    """Validate about ``times`` times, always after the last epoch (the interval divides ``epochs``)."""
+    return max(n for n in range(1, max(1, epochs // times) + 1) if epochs % n == 0)
+
+
+# ------------------------------------------------------------------------------------------------------ digits
+class DigitsDataModule(L.LightningDataModule):
+    """scikit-learn's digits as ``(N, 1, 8, 8)`` tensors, split once with a fixed seed and standardised on train."""
+
+    def __init__(self, batch_size: int, seed: int, test_size: int = 360) -> None:
+        super().__init__()
+        self.batch_size, self.seed, self.test_size = batch_size, seed, test_size
+
+    def setup(self, stage: str) -> None:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+        from sklearn.preprocessing import StandardScaler
+
+        x, y = load_digits(return_X_y=True)
+        x_train, x_test, y_train, y_test = train_test_split(
+            x, y, test_size=self.test_size, random_state=self.seed, stratify=y
+        )
+        scaler = StandardScaler().fit(x_train)
+
+        def dataset(features, labels) -> TensorDataset:
+            images = torch.tensor(scaler.transform(features), dtype=torch.float32).view(-1, 1, 8, 8)
+            return TensorDataset(images, torch.tensor(labels, dtype=torch.long))
+
+        self.train_set, self.test_set = dataset(x_train, y_train), dataset(x_test, y_test)
+
+    def train_dataloader(self) -> DataLoader:  # Lightning swaps in a seeded DistributedSampler
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=180)
+
+
+class DigitsCNN(L.LightningModule):
+    """Two 3x3 convolutions, max-pool, two linear layers (about 150k parameters, most in the first linear)."""
+
+    def __init__(self, lr: float, momentum: float) -> None:
+        super().__init__()
+        from torchmetrics.classification import MulticlassAccuracy
+
+        self.lr, self.momentum = lr, momentum
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * 4 * 4, 128),
+            nn.ReLU(),
+            nn.Linear(128, 10),
+        )
+        self.accuracy = MulticlassAccuracy(num_classes=10, average="micro")
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        self.log("train/loss", loss, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.accuracy.update(self.net(x), y)
+        self.log("test/acc", self.accuracy, on_epoch=True, batch_size=len(y))  # synced across ranks by torchmetrics
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD with momentum, cosine-annealed to zero over the run, so every variant ends at a settled point."""
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum)
+        steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def build_digits(args: argparse.Namespace) -> tuple[L.LightningModule, L.LightningDataModule, dict[str, Any]]:
+    epochs = args.digits_epochs or (6 if args.quick else 30)
+    model = DigitsCNN(lr=0.05, momentum=0.9)
+    data = DigitsDataModule(batch_size=32, seed=args.seed)
+    return model, data, {"max_epochs": epochs, "check_val_every_n_epoch": validation_interval(epochs, 6)}
+
+
+# ------------------------------------------------------------------------------------------------------ stereo
+def build_stereo(args: argparse.Namespace) -> tuple[L.LightningModule, L.LightningDataModule, dict[str, Any]]:
+    """The demo recipe (three loss rounds, Adam 1e-3 halving every half round), ``--stereo-epochs`` long."""
+    from lightning_hpml.datamodules.stereo import SceneFlowDataModule
+    from lightning_hpml.modules.stereo import FADNet, LossRound, StereoModule
+
+    epochs = args.stereo_epochs or (3 if args.quick else 12)
+    per_round = max(1, epochs // 3)
+    weights = (
+        [0.32, 0.16, 0.08, 0.04, 0.02, 0.01, 0.005],
+        [0.8, 0.16, 0.04, 0.02, 0.01, 0.005, 0.0025],
+        [1.0, 0, 0, 0, 0, 0, 0],
+    )
+    rounds = [LossRound(w, per_round) for w in weights[:-1]]
+    rounds.append(LossRound(weights[-1], max(1, epochs - 2 * per_round)))
+    model = StereoModule(
+        FADNet(width=0.0625 if args.quick else 0.25),
+        loss_rounds=rounds,
+        lr=1e-3,
+        lr_halving_epochs=max(1, per_round // 2),
+        log_images=False,
+    )
+    if args.quick:
+        size = {"height": 96, "width": 192, "num_sequences": 2, "num_test_sequences": 1, "frames_per_sequence": 4}
+        crop = (64, 128)
+    else:  # configs/demo_fadnet_synthetic.yaml: the same options reuse its cached tree
+        size = {"height": 160, "width": 320, "num_sequences": 4, "num_test_sequences": 2, "frames_per_sequence": 8}
+        crop = (128, 256)
+    data = SceneFlowDataModule(
+        root=None,
+        synthetic_dir=str(args.synthetic_dir) if args.synthetic_dir else None,
+        subsets=("FlyingThings3D",),
+        crop_size=crop,
+        batch_size=2,  # per process: the demo's batch of 4 in total
+        eval_batch_size=4,
+        num_workers=0,
+        synthetic_options=size,
+    )
+    return model, data, {"max_epochs": epochs, "check_val_every_n_epoch": validation_interval(epochs, 3)}
+
+
+@dataclass(frozen=True)
+class Task:
+    build: Callable[[argparse.Namespace], tuple[L.LightningModule, L.LightningDataModule, dict[str, Any]]]
+    metric: str
+    higher_is_better: bool
+    #: Largest acceptable gap to ``ddp`` (absolute for accuracy, relative for EPE), as the task's goal states.
+    tolerance: float
+    relative: bool
+
+
+TASKS = {
+    "digits": Task(build_digits, "test/acc", higher_is_better=True, tolerance=0.01, relative=False),
+    "stereo": Task(build_stereo, "val/epe", higher_is_better=False, tolerance=0.05, relative=True),
+}
+
+
+# ------------------------------------------------------------------------------------------------------ worker
+class ConvergenceRecorder(L.Callback):
+    """Metric before training (full sanity validation), after each validation, and the LAGS stats of every step."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.initial: float | None = None
+        self.history: list[dict[str, float]] = []
+        self.steps: dict[str, list[float]] = {key: [] for key in LAGS_STATS}
+        self.fit_s = 0.0
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = float(trainer.callback_metrics[self.metric])
+        if trainer.sanity_checking:
+            self.initial = value
+        else:
+            self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, "value": value})
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        metrics = trainer.callback_metrics
+        for key, values in self.steps.items():
+            if f"lags/{key}" in metrics:
+                values.append(float(metrics[f"lags/{key}"]))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fit_s = time.perf_counter() - self._started
+
+
+def make_strategy(variant: str):
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from lightning_hpml.strategies import LAGSStrategy
+
+    kwargs = VARIANTS[variant]
+    return DDPStrategy(process_group_backend="gloo") if kwargs is None else LAGSStrategy(**kwargs)
+
+
+def run_one(args: argparse.Namespace) -> None:
+    """Train one task with one variant on ``WORLD_SIZE`` processes; rank 0 writes ``args.result``."""
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    torch.set_num_threads(THREADS_PER_PROCESS)
+    task_name, variant = args.run_one
+    task = TASKS[task_name]
+    L.seed_everything(args.seed, verbose=False)
+    model, data, trainer_kwargs = task.build(args)
+    recorder = ConvergenceRecorder(task.metric)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=WORLD_SIZE,
+        strategy=make_strategy(variant),
+        num_sanity_val_steps=-1,  # the whole validation set before training: the step-0 metric
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+        deterministic=True,
+        **trainer_kwargs,
+    )
+    trainer.fit(model, datamodule=data)
+    if not trainer.is_global_zero:
+        return
+    numel = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    stats = {key: statistics.fmean(values) for key, values in recorder.steps.items() if values}
+    if not stats:  # dense DDP logs nothing: its ring allreduce moves 2 (P-1)/P of the fp32 gradients
+        dense = 2 * (WORLD_SIZE - 1) / WORLD_SIZE * 4 * numel
+        stats = {"density": 1.0, "bytes_sent": dense, "dense_bytes": dense}
+    reducer = getattr(trainer.strategy, "reducer", None)
+    result = {
+        "task": task_name,
+        "variant": variant,
+        "strategy": type(trainer.strategy).__name__,
+        "strategy_kwargs": VARIANTS[variant],
+        "metric": task.metric,
+        "initial": recorder.initial,
+        "final": recorder.history[-1]["value"],
+        "history": recorder.history,
+        "global_step": trainer.global_step,
+        "max_epochs": trainer.max_epochs,
+        "params": numel,
+        "fit_s": recorder.fit_s,
+        "stats_mean": stats,
+        "stats_logged": bool(recorder.steps["density"]),
+        "final_step_density": recorder.steps["density"][-1] if recorder.steps["density"] else 1.0,
+    }
+    if reducer is not None:
+        result["plan"] = {
+            "group_numel": [g.numel for g in reducer.groups],
+            "densities": list(reducer.densities),
+            "link_cost": reducer.link_cost.to_dict() if reducer.link_cost is not None else None,
+        }
+    Path(args.result).write_text(json.dumps(result, indent=1))
+
+
+# ------------------------------------------------------------------------------------------------------ parent
+def forwarded_options(args: argparse.Namespace) -> list[str]:
+    """The budget options a ``--run-one`` child needs (everything that changes what is trained)."""
+    options = ["--seed", str(args.seed)]
+    for name in ("digits_epochs", "stereo_epochs", "synthetic_dir"):
+        if getattr(args, name):
+            options += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return options + (["--quick"] if args.quick else [])
+
+
+def run_variant(task: str, variant: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Run one variant in a fresh interpreter (its log next to the results); return its record."""
+    result, log = work / f"{task}-{variant}.json", work / f"{task}-{variant}.log"
+    command = [sys.executable, str(Path(__file__).resolve()), "--run-one", task, variant, "--result", str(result)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS_PER_PROCESS)}
+    started = time.perf_counter()
+    with log.open("w") as out:
+        done = subprocess.run(
+            command + forwarded_options(args), stdout=out, stderr=subprocess.STDOUT, env=env, timeout=args.timeout_s
+        )
+    wall = time.perf_counter() - started
+    if done.returncode != 0 or not result.is_file():
+        tail = log.read_text()[-2000:]
+        return {"task": task, "variant": variant, "error": f"exit code {done.returncode}", "log_tail": tail}
+    record = json.loads(result.read_text())
+    record["wall_s"] = wall
+    return record
+
+
+def compare_to_dense(records: list[dict[str, Any]]) -> None:
+    """Add each variant's gap to the same task's ``ddp`` run and whether it is within the task's tolerance."""
+    dense = {r["task"]: r["final"] for r in records if r["variant"] == "ddp" and "final" in r}
+    for record in records:
+        if "final" not in record or record["task"] not in dense:
+            continue
+        task, reference = TASKS[record["task"]], dense[record["task"]]
+        gap = record["final"] - reference
+        if task.relative:
+            gap /= reference
+        record["gap_vs_ddp"] = gap
+        worse = -gap if task.higher_is_better else gap
+        record["within_tolerance"] = worse <= task.tolerance + 1e-12
+
+
+def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "task",
+        "variant",
+        "metric",
+        "step 0",
+        "final",
+        "vs ddp",
+        "ok",
+        "mean density",
+        "last density",
+        "sent/step",
+        "dense/step",
+        "hidden s",
+        "exposed s",
+        "steps",
+        "fit s",
+        "wall s",
+    ]
+    rows = []
+    for r in records:
+        if "error" in r:
+            rows.append([r["task"], r["variant"], "error: " + r["error"], *[""] * (len(header) - 3)])
+            continue
+        relative = TASKS[r["task"]].relative
+        gap = r.get("gap_vs_ddp")
+        gap_text = "" if gap is None else (f"{gap:+.1%}" if relative else f"{100 * gap:+.2f} pp")
+        s = r["stats_mean"]
+        rows.append(
+            [
+                r["task"],
+                r["variant"],
+                r["metric"],
+                f"{r['initial']:.4g}" if r["initial"] is not None else "",
+                f"{r['final']:.4f}",
+                gap_text,
+                {True: "yes", False: "NO", None: ""}[r.get("within_tolerance")],
+                f"{s['density']:.4f}",
+                f"{r['final_step_density']:.4f}",
+                f"{s['bytes_sent'] / 1e3:.1f} kB",
+                f"{s['dense_bytes'] / 1e3:.1f} kB",
+                f"{s['comm_hidden_s'] * 1e3:.1f} ms" if "comm_hidden_s" in s else "-",
+                f"{s['comm_exposed_s'] * 1e3:.1f} ms" if "comm_exposed_s" in s else "-",
+                str(r["global_step"]),
+                f"{r['fit_s']:.0f}",
+                f"{r['wall_s']:.0f}",
+            ]
+        )
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", default="digits,stereo", help=f"comma-separated subset of {list(TASKS)}")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--quick", action="store_true", help="tiny budgets (tests): 6 digits epochs, tiny stereo")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--digits-epochs", type=int, default=None, help="default 30 (6 with --quick)")
+    parser.add_argument("--stereo-epochs", type=int, default=None, help="default 12 (3 with --quick)")
+    parser.add_argument("--synthetic-dir", type=Path, default=None, help="synthetic SceneFlow tree (default: cache)")
+    parser.add_argument("--timeout-s", type=float, default=1800.0, help="per variant")
+    parser.add_argument("--run-one", nargs=2, metavar=("TASK", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.task_list, args.variant_list = args.tasks.split(","), args.variants.split(",")
+    for given, known, flag in ((args.task_list, TASKS, "--tasks"), (args.variant_list, VARIANTS, "--variants")):
+        unknown = [name for name in given if name not in known]
+        if unknown:
+            parser.error(f"{flag}: unknown {unknown}; choose from {list(known)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    args = parse_args(argv)
+    if args.run_one:
+        run_one(args)
+        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from stereo_latency import machine_description
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    work = args.output_dir / f"lags_convergence-{stamp}-runs"
+    work.mkdir(parents=True, exist_ok=True)
+    records = []
+    for task in args.task_list:
+        for variant in args.variant_list:
+            print(f"[{task}] {variant} ...", file=sys.stderr, flush=True)
+            records.append(run_variant(task, variant, args, work))
+            if "error" in records[-1]:
+                print(records[-1]["log_tail"], file=sys.stderr)
+    compare_to_dense(records)
+    header, rows = table_rows(records)
+    table = markdown_table(header, rows)
+    print(table)
+    machine = machine_description(torch.device("cpu"))
+    machine.update(processes=WORLD_SIZE, threads_per_process=THREADS_PER_PROCESS, backend="gloo")
+    payload = {
+        "benchmark": "lags_convergence",
+        "created_utc": stamp,
+        "command": ["lags_convergence.py", *(sys.argv[1:] if argv is None else argv)],
+        "settings": {
+            "tasks": args.task_list,
+            "variants": {name: VARIANTS[name] for name in args.variant_list},
+            "quick": args.quick,
+            "seed": args.seed,
+            "digits_epochs": args.digits_epochs,
+            "stereo_epochs": args.stereo_epochs,
+            "tolerance": {name: {"gap": t.tolerance, "relative": t.relative} for name, t in TASKS.items()},
+        },
+        "machine": machine,
+        "results": records,
+    }
+    output = args.output_dir / f"lags_convergence-{stamp}.json"
+    output.write_text(json.dumps(payload, indent=1))
+    output.with_suffix(".md").write_text(f"# lags_convergence {stamp}\n\n{table}")
+    print(f"wrote {output} and {output.with_suffix('.md')}", file=sys.stderr)
+    return output
+
+
+if __name__ == "__main__":
+    main()
