@@ -27,7 +27,7 @@ class HPMLCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None, run: bool = True) -> HPMLCLI:
-    """Entry point of the ``hpml`` console script."""
+    """Build (and by default run) the CLI; returns it so tests and notebooks can inspect the trainer and model."""
     return HPMLCLI(
         L.LightningModule,
         L.LightningDataModule,
@@ -40,5 +40,10 @@ def main(args: list[str] | None = None, run: bool = True) -> HPMLCLI:
     )
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """Entry point of the ``hpml`` console script (returns nothing, so the process exits with status 0)."""
     main()
+
+
+if __name__ == "__main__":
+    console_main()
