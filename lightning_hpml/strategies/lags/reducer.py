@@ -170,6 +170,8 @@ class LayerwiseSparseReducer:
     def _on_grad_ready(self, param: nn.Parameter) -> None:
         if not self._sync:
             return
+        if self._device.type == "cuda" and self._profiling():
+            torch.cuda.synchronize(self._device)  # host timestamps must mean "gradients computed", not "enqueued"
         now = time.perf_counter()
         group, member = self._member[param]
         if member in self._ready[group.index]:
@@ -309,10 +311,13 @@ class LayerwiseSparseReducer:
         self.densities = [self.density] * len(self.groups)
         self._index_groups()
 
+    def _profiling(self) -> bool:
+        return self._next_profile_start is not None and self.step >= self._next_profile_start
+
     def _profile_and_plan(self, finish_at: float) -> None:
         if not self._order_checked:
             self._check_order()
-        if self._next_profile_start is None or self.step < self._next_profile_start:
+        if not self._profiling():
             return
         relative = [t - self._first_ready_at for t in self._ready_at] + [finish_at - self._first_ready_at]
         if self._profile_sum is None:
