@@ -12,7 +12,7 @@ from lightning_hpml.strategies.lags.groups import build_groups, split_by_thresho
 from lightning_hpml.strategies.lags.planner import WIRE_BYTES_PER_SELECTED
 
 
-@pytest.mark.parametrize("numel,k", [(1000, 10), (300_000, 3000), (300_000, 120_000), (70_000, 1)])
+@pytest.mark.parametrize("numel,k", [(1000, 10), (300_000, 3000), (300_000, 25_000), (300_000, 120_000), (70_000, 1)])
 def test_topk_is_exact_and_residual_keeps_the_rest(numel, k):
     accumulated = torch.randn(numel, generator=torch.Generator().manual_seed(numel))
     residual = torch.empty(numel)
@@ -88,6 +88,16 @@ def test_planner_sizes_the_density_to_the_window():
     expected = (window - COST.alpha_allgather) / (COST.beta_allgather * WIRE_BYTES_PER_SELECTED * numel)
     assert densities[0] == pytest.approx(expected)
     assert COST.allgather_time(WIRE_BYTES_PER_SELECTED * densities[0] * numel) == pytest.approx(window)
+
+
+def test_planner_caps_sparse_densities_at_density_max():
+    # The window admits about 0.3 of the group but not a dense allreduce: capped at density_max.
+    numel, window = 1_000_000, 0.020
+    assert plan_densities([numel, 1000], [0.0, window], COST, 0.001)[0] == pytest.approx(0.296875)
+    assert plan_densities([numel, 1000], [0.0, window], COST, 0.001, density_max=0.05)[0] == 0.05
+    assert plan_densities([numel, 1000], [0.0, 1.0], COST, 0.001, density_max=0.05)[0] == 1.0  # dense still hides
+    with pytest.raises(ValueError, match="density_min <= density_max"):
+        plan_densities([1], [0.0], COST, density_min=0.1, density_max=0.05)
 
 
 def test_planner_last_group_and_latency_bound_groups():

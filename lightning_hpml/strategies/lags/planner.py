@@ -9,8 +9,13 @@ network as one serial channel, walked in the order the groups' gradients become 
 - its budget is the compute left until the next group is ready (``window = ready[i+1] - start``); the last group
   has nothing left to hide behind;
 - if a dense allreduce fits the window it goes dense (no compression error at all); otherwise the density is the
-  largest whose allgather fits, clamped to ``[density_min, 1]``; and if that sparse exchange would still cost at
-  least as much as a dense allreduce, the group goes dense.
+  largest whose allgather fits, clamped to ``[density_min, density_max]``; and if that sparse exchange would still
+  cost at least as much as a dense allreduce, the group goes dense.
+
+``density_max`` (default 0.05) exists because the alpha-beta model prices only the wire: selection, the scatter-add
+and the collective's own CPU work grow with ``k`` and compete with backward, most of all on CPU-only (Gloo) runs.
+On the 100 Mbit/s CPU benchmark an uncapped plan (mean density 0.064, largest 0.21) ran 293 ms per iteration and a
+plan capped at 0.05 ran 273 ms (``benchmarks/lags_bandwidth.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,11 @@ WIRE_BYTES_PER_SELECTED = 8
 
 
 def plan_densities(
-    numels: Sequence[int], ready_times: Sequence[float], cost: LinkCost, density_min: float
+    numels: Sequence[int],
+    ready_times: Sequence[float],
+    cost: LinkCost,
+    density_min: float,
+    density_max: float = 1.0,
 ) -> list[float]:
     """Density per group (1.0 = dense allreduce), from group sizes and when each group's gradients were final.
 
@@ -37,8 +46,8 @@ def plan_densities(
     """
     if len(numels) != len(ready_times):
         raise ValueError(f"got {len(numels)} group sizes but {len(ready_times)} ready times")
-    if not 0.0 < density_min <= 1.0:
-        raise ValueError(f"density_min must be in (0, 1], got {density_min}")
+    if not 0.0 < density_min <= density_max <= 1.0:
+        raise ValueError(f"need 0 < density_min <= density_max <= 1, got {density_min} and {density_max}")
     order = sorted(range(len(numels)), key=lambda i: ready_times[i])
     densities = [1.0] * len(numels)
     channel_free_at = float("-inf")
@@ -48,7 +57,7 @@ def plan_densities(
         next_ready = ready_times[order[position + 1]] if position + 1 < len(order) else start
         window = max(0.0, next_ready - start)
         dense_time = cost.allreduce_time(VALUE_BYTES * numel)
-        density = 1.0 if dense_time <= window else _density_for_window(window, numel, cost, density_min)
+        density = 1.0 if dense_time <= window else _density_for_window(window, numel, cost, density_min, density_max)
         sparse_time = cost.allgather_time(WIRE_BYTES_PER_SELECTED * num_selected(numel, density))
         if density < 1.0 and sparse_time >= dense_time:
             density = 1.0
@@ -58,12 +67,12 @@ def plan_densities(
     return densities
 
 
-def _density_for_window(window: float, numel: int, cost: LinkCost, density_min: float) -> float:
-    """Largest density whose allgather fits ``window``, clamped to ``[density_min, 1]``."""
+def _density_for_window(window: float, numel: int, cost: LinkCost, density_min: float, density_max: float) -> float:
+    """Largest density whose allgather fits ``window``, clamped to ``[density_min, density_max]``."""
     payload_time = window - cost.alpha_allgather
     if payload_time <= 0:
         return density_min
     if cost.beta_allgather == 0:
-        return 1.0
+        return density_max
     density = payload_time / (cost.beta_allgather * WIRE_BYTES_PER_SELECTED * numel)
-    return min(1.0, max(density_min, density))
+    return min(density_max, max(density_min, density))

@@ -90,6 +90,7 @@ class LayerwiseSparseReducer:
         density: fraction of each group's entries sent; the fixed density, and the density while profiling.
         adaptive: plan a density per group from the measured link cost and profiled backward times.
         density_min: lower clamp of adaptive densities.
+        density_max: upper clamp of adaptive sparse densities (a group goes dense only when the allreduce hides).
         group_threshold: merge consecutive parameters until a group holds at least this many elements.
         warmup_steps: steps (with ``density``) before profiling starts.
         profile_steps: steps whose backward timings are averaged for the plan.
@@ -106,6 +107,7 @@ class LayerwiseSparseReducer:
         density: float = 0.01,
         adaptive: bool = True,
         density_min: float = 0.001,
+        density_max: float = 0.05,
         group_threshold: int = 8192,
         warmup_steps: int = 1,
         profile_steps: int = 5,
@@ -115,6 +117,8 @@ class LayerwiseSparseReducer:
     ) -> None:
         num_selected(1, density)  # validates the range
         num_selected(1, density_min)
+        if not density_min <= density_max <= 1.0:
+            raise ValueError(f"need density_min <= density_max <= 1, got {density_min} and {density_max}")
         if warmup_steps < 0 or profile_steps < 1:
             raise ValueError(f"need warmup_steps >= 0 and profile_steps >= 1, got {warmup_steps}, {profile_steps}")
         if replan_every_n_steps is not None and replan_every_n_steps <= profile_steps:
@@ -126,6 +130,7 @@ class LayerwiseSparseReducer:
         self.density = density
         self.adaptive = adaptive
         self.density_min = density_min
+        self.density_max = density_max
         self.group_threshold = group_threshold
         self.warmup_steps = warmup_steps
         self.profile_steps = profile_steps
@@ -335,7 +340,9 @@ class LayerwiseSparseReducer:
         timings = torch.tensor(mean_times, dtype=torch.float64, device=self._device)
         dist.all_reduce(timings, group=self.process_group)
         timings = (timings / self.world_size).cpu().tolist()
-        planned = plan_densities([g.numel for g in self.groups], timings[:-1], self.link_cost, self.density_min)
+        planned = plan_densities(
+            [g.numel for g in self.groups], timings[:-1], self.link_cost, self.density_min, self.density_max
+        )
         plan = torch.tensor(planned, dtype=torch.float64, device=self._device)
         dist.broadcast(plan, group_src=0, group=self.process_group)
         self.densities = plan.cpu().tolist()

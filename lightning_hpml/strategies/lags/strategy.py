@@ -50,6 +50,7 @@ class LAGSStrategy(DDPStrategy):
         adaptive: choose each group's density from the link cost measured at start-up and the profiled backward
             times, so its exchange hides behind the compute that remains (:mod:`~.planner`).
         density_min: lower clamp of adaptive densities.
+        density_max: upper clamp of adaptive sparse densities (above it a group goes dense only if that hides).
         group_threshold: merge consecutive parameters (backward order) until a group holds this many elements.
         warmup_steps: optimizer steps before profiling begins.
         profile_steps: optimizer steps whose backward timings are averaged for the plan.
@@ -70,6 +71,7 @@ class LAGSStrategy(DDPStrategy):
         density: float = 0.01,
         adaptive: bool = True,
         density_min: float = 0.001,
+        density_max: float = 0.05,
         group_threshold: int = 8192,
         warmup_steps: int = 1,
         profile_steps: int = 5,
@@ -102,6 +104,7 @@ class LAGSStrategy(DDPStrategy):
             "density": density,
             "adaptive": adaptive,
             "density_min": density_min,
+            "density_max": density_max,
             "group_threshold": group_threshold,
             "warmup_steps": warmup_steps,
             "profile_steps": profile_steps,

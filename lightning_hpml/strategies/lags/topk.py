@@ -19,7 +19,7 @@ def num_selected(numel: int, density: float) -> int:
 
 #: Below this size (or above ``_PREFILTER_MAX_DENSITY``) ``torch.topk`` runs on the whole tensor.
 _PREFILTER_MIN_NUMEL = 1 << 16
-_PREFILTER_MAX_DENSITY = 0.25
+_PREFILTER_MAX_DENSITY = 0.1
 _SAMPLE_SIZE = 8192
 
 

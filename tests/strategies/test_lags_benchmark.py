@@ -1,0 +1,47 @@
+"""``benchmarks/lags_bandwidth.py`` end to end on the host loopback (no root, no throttling), with tiny models.
+
+It guards the benchmark's plumbing (spawned Gloo ranks, every method, the ``/proc/net/dev`` byte counter, JSON and
+Markdown output), not its numbers: those need the namespaces and a quiet machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "lags_bandwidth.py"
+METHODS = ("compute_only", "dense_ddp", "powersgd", "topk_global", "lags_fixed", "lags_adaptive")
+
+
+def test_quick_run_reports_every_method(tmp_path):
+    command = [sys.executable, str(SCRIPT), "--no-netns", "--rates", "unthrottled", "--quick", "--steps", "2"]
+    run = subprocess.run(
+        [*command, "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    (output,) = tmp_path.glob("lags_bandwidth-*.json")
+    assert output.with_suffix(".md").is_file()
+    payload = json.loads(output.read_text())
+    assert payload["machine"]["world_size"] == 2
+    (result,) = payload["results"]
+    assert result["rate"] == "unthrottled"
+    records = {(r["model"], r["method"]): r for r in result["records"]}
+    assert set(records) == {(model, method) for model in ("cnn", "transformer") for method in METHODS}
+    for (model, method), record in records.items():
+        for key in ("iter_s_mean", "iter_s_median"):
+            assert math.isfinite(record[key]) and record[key] > 0, (model, method, key, record[key])
+        assert record["steps"] == 2
+    for model in ("cnn", "transformer"):
+        dense = records[model, "dense_ddp"]["wire_bytes_per_rank_per_iter"]
+        assert records[model, "dense_ddp"]["speedup_vs_dense_ddp"] == 1.0
+        assert records[model, "lags_fixed"]["wire_bytes_per_rank_per_iter"] < dense
+        assert records[model, "lags_adaptive"]["link_cost"] is not None
+        for method in ("lags_fixed", "lags_adaptive"):
+            stats = records[model, method]["stats"]
+            assert 0 < stats["bytes_sent"] <= stats["dense_bytes"], (model, method, stats)
+        assert (
+            records[model, "lags_fixed"]["stats"]["bytes_sent"] < records[model, "lags_fixed"]["stats"]["dense_bytes"]
+        )
