@@ -177,16 +177,28 @@ class Method:
 
 
 class DenseDDP(Method):
+    """``DistributedDataParallel`` as it comes: the baseline every sparse method has to beat."""
+
     def wrap(self, model: nn.Module, args: argparse.Namespace) -> nn.Module:
         return DistributedDataParallel(model)
 
 
-class PowerSGD(DenseDDP):
+class PowerSGD(Method):
+    """DDP with torch's PowerSGD hook, in one bucket.
+
+    The hook issues its P and Q allreduces from future callbacks, which Gloo runs on its worker threads; with
+    several buckets in flight the ranks can then issue collectives in different orders and Gloo aborts with
+    "Received data size doesn't match expected size" (4 of 12 CNN runs here; torch tests PowerSGD on
+    NCCL only, pytorch/pytorch#58467). One bucket (``bucket_cap_mb`` above the model size) keeps the order fixed,
+    at the price of starting compression only after backward.
+    """
+
     # Iterations before POWERSGD_START_ITER are plain allreduces; two more let the compressed phase settle.
     warmup_steps = POWERSGD_START_ITER + 2
 
     def wrap(self, model: nn.Module, args: argparse.Namespace) -> nn.Module:
-        ddp = super().wrap(model, args)
+        model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        ddp = DistributedDataParallel(model, bucket_cap_mb=math.ceil(model_mb) + 1)
         self.state = PowerSGDState(
             process_group=None, matrix_approximation_rank=args.powersgd_rank, start_powerSGD_iter=POWERSGD_START_ITER
         )
@@ -214,16 +226,25 @@ class TopKGlobal(Method):
         _all_gather_single(gathered, message)
         per_rank = gathered.view(self.world_size, 2 * self.k)
         averaged = torch.zeros_like(accumulated)
-        averaged.index_add_(0, per_rank[:, self.k :].contiguous().view(torch.int32).reshape(-1).long(), per_rank[:, : self.k].reshape(-1))
+        averaged.index_add_(
+            0,
+            per_rank[:, self.k :].contiguous().view(torch.int32).reshape(-1).long(),
+            per_rank[:, : self.k].reshape(-1),
+        )
         averaged.div_(self.world_size)
         offset = 0
         for p in self.params:
             p.grad.copy_(averaged[offset : offset + p.numel()].view_as(p.grad))
             offset += p.numel()
-        return {"bytes_sent": float((self.world_size - 1) * message.numel() * 4), "density": self.k / accumulated.numel()}
+        return {
+            "bytes_sent": float((self.world_size - 1) * message.numel() * 4),
+            "density": self.k / accumulated.numel(),
+        }
 
 
 class LagsFixed(Method):
+    """The LAGS reducer at ``--density`` in every group: layer-wise pipelining without the adaptive plan."""
+
     adaptive = False
 
     def __init__(self, model: nn.Module, args: argparse.Namespace) -> None:
@@ -233,6 +254,7 @@ class LagsFixed(Method):
             density=args.density,
             adaptive=self.adaptive,
             density_min=args.density_min,
+            density_max=args.density_max,
             group_threshold=args.group_threshold,
             warmup_steps=1,
             profile_steps=args.lags_profile_steps,
@@ -260,6 +282,8 @@ class LagsFixed(Method):
 
 
 class LagsAdaptive(LagsFixed):
+    """The LAGS reducer with the adaptive plan (link cost measured in its constructor)."""
+
     adaptive = True
 
 
@@ -372,6 +396,16 @@ def worker(rank: int, args: argparse.Namespace, port: int, output: Path) -> None
                         file=sys.stderr,
                         flush=True,
                     )
+                    if record.get("link_cost") is not None:
+                        cost = record["link_cost"]
+                        print(
+                            f"      plan: mean density {record['plan_mean_density']:.4f}, "
+                            f"{record['plan_dense_groups']}/{record['groups']} groups dense; link cost: allgather "
+                            f"{cost['alpha_allgather'] * 1e3:.3f} ms + {8e-6 / max(cost['beta_allgather'], 1e-30):.0f}"
+                            " Mbit/s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
         if rank == 0:
             output.write_text(json.dumps(records), encoding="utf-8")
     finally:
@@ -390,20 +424,41 @@ def tbf_settings(rate_mbit: float, mtu: int) -> dict[str, int]:
     return {"burst_bytes": max(2 * mtu, int(bytes_per_s * 1e-3)), "limit_bytes": max(1 << 20, int(bytes_per_s * 0.1))}
 
 
+def run_ranks(command: list[str], env: dict[str, str]) -> None:
+    """Run the rank launcher in its own session and kill that whole session on any exit (Ctrl-C, SIGTERM, error),
+    so that no rank outlives the namespace it was measuring."""
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        if process.wait() != 0:
+            raise subprocess.CalledProcessError(process.returncode, command)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 def run_rate(rate: str, args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     """Measure every model and method at one rate in a fresh namespace (or on the host with ``--no-netns``)."""
     rate_mbit = None if rate == "unthrottled" else float(rate)
     env = {**os.environ, "TORCH_CPP_LOG_LEVEL": os.environ.get("TORCH_CPP_LOG_LEVEL", "ERROR")}  # c10d hostname noise
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "records.json"
-        inner = [sys.executable, str(Path(__file__).resolve()), *argv, "--inner-rate", rate, "--inner-output", str(output)]
+        inner = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *argv,
+            "--inner-rate",
+            rate,
+            "--inner-output",
+            str(output),
+        ]
         tbf = tbf_settings(rate_mbit, args.mtu) if rate_mbit is not None else None
-        started = time.perf_counter()
+        started, load_before = time.perf_counter(), load_average()
         if args.netns:
             with throttled_namespace(rate_mbit, mtu=args.mtu, **(tbf or {"burst_bytes": 0, "limit_bytes": 0})) as name:
-                subprocess.run(["ip", "netns", "exec", name, *inner], check=True, env=env)
+                run_ranks(["ip", "netns", "exec", name, *inner], env)
         else:
-            subprocess.run(inner, check=True, env=env)
+            run_ranks(inner, env)
         records = json.loads(output.read_text(encoding="utf-8"))
     add_ratios(records)
     return {
@@ -412,8 +467,17 @@ def run_rate(rate: str, args: argparse.Namespace, argv: list[str]) -> dict[str, 
         "network": "netns loopback" if args.netns else "host loopback",
         "tbf": tbf,
         "wall_s": time.perf_counter() - started,
+        "load_average_before_after": [load_before, load_average()],
         "records": records,
     }
+
+
+def load_average() -> float | None:
+    """1-minute load average: above the core count, other processes competed with the ranks for the CPU."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def add_ratios(records: list[dict[str, Any]]) -> None:
@@ -503,6 +567,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds over the methods")
     parser.add_argument("--density", type=float, default=0.01, help="top-k / lags_fixed density")
     parser.add_argument("--density-min", type=float, default=0.001, help="lags_adaptive lower density clamp")
+    parser.add_argument("--density-max", type=float, default=1.0, help="lags_adaptive upper sparse density clamp")
     parser.add_argument("--group-threshold", type=int, default=8192, help="LAGS group size threshold (elements)")
     parser.add_argument("--lags-profile-steps", type=int, default=5, help="LAGS backward-profiling steps")
     parser.add_argument("--powersgd-rank", type=int, default=1, help="PowerSGD matrix approximation rank")
@@ -582,4 +647,7 @@ def main(argv: list[str] | None = None) -> Path | None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)

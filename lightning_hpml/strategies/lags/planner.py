@@ -12,10 +12,9 @@ network as one serial channel, walked in the order the groups' gradients become 
   largest whose allgather fits, clamped to ``[density_min, density_max]``; and if that sparse exchange would still
   cost at least as much as a dense allreduce, the group goes dense.
 
-``density_max`` (default 0.05) exists because the alpha-beta model prices only the wire: selection, the scatter-add
-and the collective's own CPU work grow with ``k`` and compete with backward, most of all on CPU-only (Gloo) runs.
-On the 100 Mbit/s CPU benchmark an uncapped plan (mean density 0.064, largest 0.21) ran 293 ms per iteration and a
-plan capped at 0.05 ran 273 ms (``benchmarks/lags_bandwidth.py``).
+``density_max`` (default 1: no cap) bounds the sparse densities: the alpha-beta model prices only the wire, while
+selection, the scatter-add and the collective's own CPU work grow with ``k`` and compete with backward, most of all
+on CPU-only (Gloo) runs. A cap such as 0.05 saves that CPU at the cost of more compression error.
 """
 
 from __future__ import annotations

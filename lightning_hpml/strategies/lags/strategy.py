@@ -50,7 +50,7 @@ class LAGSStrategy(DDPStrategy):
         adaptive: choose each group's density from the link cost measured at start-up and the profiled backward
             times, so its exchange hides behind the compute that remains (:mod:`~.planner`).
         density_min: lower clamp of adaptive densities.
-        density_max: upper clamp of adaptive sparse densities (above it a group goes dense only if that hides).
+        density_max: upper clamp of adaptive sparse densities (default 1: no cap; e.g. 0.05 trades accuracy for CPU).
         group_threshold: merge consecutive parameters (backward order) until a group holds this many elements.
         warmup_steps: optimizer steps before profiling begins.
         profile_steps: optimizer steps whose backward timings are averaged for the plan.
@@ -71,7 +71,7 @@ class LAGSStrategy(DDPStrategy):
         density: float = 0.01,
         adaptive: bool = True,
         density_min: float = 0.001,
-        density_max: float = 0.05,
+        density_max: float = 1.0,
         group_threshold: int = 8192,
         warmup_steps: int = 1,
         profile_steps: int = 5,
