@@ -46,7 +46,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -55,18 +54,20 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from _netns import check_netns_available, lo_tx_bytes, throttled_namespace
+from _report import markdown_table
 from torch import Tensor, nn
 from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
 
 from lightning_hpml.strategies.lags import LayerwiseSparseReducer, num_selected, select_topk_with_residual
+from lightning_hpml.strategies.lags.cost_model import all_gather_single
+from lightning_hpml.strategies.lags.topk import add_gathered_sparse, pack_sparse
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 METHODS = ("compute_only", "dense_ddp", "powersgd", "topk_global", "lags_fixed", "lags_adaptive")
 MODELS = ("cnn", "transformer")
 LR, MOMENTUM = 0.01, 0.9
 POWERSGD_START_ITER = 2
-_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
 # ------------------------------------------------------------------------------------------------------- models
@@ -221,16 +222,10 @@ class TopKGlobal(Method):
     def exchange(self) -> dict[str, float]:
         accumulated = torch.cat([p.grad.reshape(-1) for p in self.params]).float().add_(self.residual)
         values, indices = select_topk_with_residual(accumulated, self.residual, self.k, self.generator)
-        message = torch.cat([values, indices.view(torch.float32)])
+        message = pack_sparse(values, indices)
         gathered = message.new_empty(self.world_size * message.numel())
-        _all_gather_single(gathered, message)
-        per_rank = gathered.view(self.world_size, 2 * self.k)
-        averaged = torch.zeros_like(accumulated)
-        averaged.index_add_(
-            0,
-            per_rank[:, self.k :].contiguous().view(torch.int32).reshape(-1).long(),
-            per_rank[:, : self.k].reshape(-1),
-        )
+        all_gather_single(gathered, message)
+        averaged = add_gathered_sparse(torch.zeros_like(accumulated), gathered, self.world_size)
         averaged.div_(self.world_size)
         offset = 0
         for p in self.params:
@@ -379,8 +374,6 @@ def free_port() -> int:
 def worker(rank: int, args: argparse.Namespace, port: int, output: Path) -> None:
     """One Gloo rank: every model with every method; rank 0 writes the records as JSON to ``output``."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    # The reducer's link-cost probe calls the deprecated all_gather_into_tensor once per probe; not our concern here.
-    warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=args.world_size, timeout=timedelta(minutes=15))
     try:
@@ -521,12 +514,6 @@ def table_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
                 ]
             )
     return header, rows
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def print_table(header: list[str], rows: list[list[str]], caption: str) -> None:

@@ -413,11 +413,6 @@ def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     return header, rows
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="digits,stereo", help=f"comma-separated subset of {list(TASKS)}")
@@ -451,6 +446,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         run_one(args)
         return None
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _report import markdown_table
     from stereo_latency import machine_description
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

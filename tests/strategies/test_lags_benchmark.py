@@ -1,13 +1,18 @@
 """``benchmarks/lags_bandwidth.py`` end to end on the host loopback (no root, no throttling), with tiny models.
 
 It guards the benchmark's plumbing (spawned Gloo ranks, every method, the ``/proc/net/dev`` byte counter, JSON and
-Markdown output), not its numbers: those need the namespaces and a quiet machine.
+Markdown output), not its numbers: those need the throttled namespaces and a quiet machine. As root the run gets its
+own (unthrottled) network namespace, so the wire-byte counter sees only its own traffic and is compared; without
+root it runs on the host loopback, where other processes' traffic (e.g. parallel tests) also counts, so only the
+reducer's own byte accounting is compared.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +22,10 @@ METHODS = ("compute_only", "dense_ddp", "powersgd", "topk_global", "lags_fixed",
 
 
 def test_quick_run_reports_every_method(tmp_path):
-    command = [sys.executable, str(SCRIPT), "--no-netns", "--rates", "unthrottled", "--quick", "--steps", "2"]
+    own_namespace = os.geteuid() == 0 and shutil.which("ip") is not None
+    command = [sys.executable, str(SCRIPT), "--rates", "unthrottled", "--quick", "--steps", "2"]
+    if not own_namespace:
+        command.append("--no-netns")
     run = subprocess.run(
         [*command, "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=180, check=False
     )
@@ -37,7 +45,8 @@ def test_quick_run_reports_every_method(tmp_path):
     for model in ("cnn", "transformer"):
         dense = records[model, "dense_ddp"]["wire_bytes_per_rank_per_iter"]
         assert records[model, "dense_ddp"]["speedup_vs_dense_ddp"] == 1.0
-        assert records[model, "lags_fixed"]["wire_bytes_per_rank_per_iter"] < dense
+        if own_namespace:
+            assert records[model, "lags_fixed"]["wire_bytes_per_rank_per_iter"] < dense
         assert records[model, "lags_adaptive"]["link_cost"] is not None
         for method in ("lags_fixed", "lags_adaptive"):
             stats = records[model, method]["stats"]

@@ -117,3 +117,14 @@ def test_planner_carries_a_busy_channel_forward():
     alone = plan_densities(numels[1:], [0.010, 0.020], COST, density_min=0.0001)[0]
     after_busy = plan_densities(numels, [0.0, 0.010, 0.020], COST, density_min=0.0001)[1]
     assert after_busy < alone
+
+
+def test_sparse_message_round_trip_sums_every_rank():
+    from lightning_hpml.strategies.lags.topk import add_gathered_sparse, pack_sparse
+
+    messages = [
+        pack_sparse(torch.tensor([1.5, -2.0]), torch.tensor([3, 0])),
+        pack_sparse(torch.tensor([4.0, 1.0]), torch.tensor([3, 7])),
+    ]
+    out = add_gathered_sparse(torch.zeros(8), torch.cat(messages), world_size=2)
+    assert out.tolist() == [-2.0, 0, 0, 5.5, 0, 0, 0, 1.0]

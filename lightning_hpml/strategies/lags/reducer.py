@@ -34,9 +34,9 @@ from torch import Tensor, nn
 from .cost_model import DEFAULT_PROBE_BYTES, LinkCost, all_gather_single, measure_link_cost
 from .groups import GradientGroup, build_groups, split_by_threshold
 from .planner import VALUE_BYTES, WIRE_BYTES_PER_SELECTED, plan_densities
-from .topk import num_selected, select_topk_with_residual
+from .topk import add_gathered_sparse, num_selected, pack_sparse, select_topk_with_residual
 
-__all__ = ["ExchangeStats", "LAGSCommunicationError", "LayerwiseSparseReducer"]
+__all__ = ["ExchangeStats", "LAGSCommunicationError", "LayerwiseSparseReducer", "check_settings"]
 
 
 class LAGSCommunicationError(RuntimeError):
@@ -115,16 +115,7 @@ class LayerwiseSparseReducer:
         probe_bytes: tuple[int, ...] = DEFAULT_PROBE_BYTES,
         link_cost: LinkCost | None = None,
     ) -> None:
-        num_selected(1, density)  # validates the range
-        num_selected(1, density_min)
-        if not density_min <= density_max <= 1.0:
-            raise ValueError(f"need density_min <= density_max <= 1, got {density_min} and {density_max}")
-        if warmup_steps < 0 or profile_steps < 1:
-            raise ValueError(f"need warmup_steps >= 0 and profile_steps >= 1, got {warmup_steps}, {profile_steps}")
-        if replan_every_n_steps is not None and replan_every_n_steps <= profile_steps:
-            raise ValueError(
-                f"replan_every_n_steps ({replan_every_n_steps}) must exceed profile_steps ({profile_steps})"
-            )
+        check_settings(density, density_min, density_max, warmup_steps, profile_steps, replan_every_n_steps)
         self.process_group = group
         self.world_size = dist.get_world_size(group)
         self.density = density
@@ -201,18 +192,15 @@ class LayerwiseSparseReducer:
             exchange = _Exchange(group, work, now, k=None)
         else:
             k = num_selected(group.numel, density)
-            accumulated = group.flat.float()
-            if self.grad_scale != 1.0:
-                accumulated.add_(group.residual, alpha=self.grad_scale)
-            else:
-                accumulated.add_(group.residual)
-            previous = group.residual.clone() if self.grad_scale != 1.0 else None
+            scale = self.grad_scale  # .grad holds scale * gradient; the residual stays in gradient units
+            accumulated = group.flat.float().add_(group.residual, alpha=scale)
+            previous = group.residual.clone() if scale != 1.0 else None
             values, indices = select_topk_with_residual(accumulated, group.residual, k, self._generator)
             if previous is not None:
-                group.residual.div_(self.grad_scale)
+                group.residual.div_(scale)
                 if not torch.isfinite(accumulated).all():
                     group.residual.copy_(previous)  # overflowed step: the scaler skips it, keep the old residual
-            message = torch.cat([values, indices.view(torch.float32)])
+            message = pack_sparse(values, indices)
             gathered = message.new_empty(self.world_size * message.numel())
             work = all_gather_single(gathered, message, group=self.process_group, async_op=True)
             exchange = _Exchange(group, work, now, k=k, gathered=gathered)
@@ -263,12 +251,7 @@ class LayerwiseSparseReducer:
     def _write_gradients(self, exchange: _Exchange) -> None:
         group = exchange.group
         if exchange.k is not None:
-            k = exchange.k
-            per_rank = exchange.gathered.view(self.world_size, 2 * k)
-            values = per_rank[:, :k].reshape(-1)
-            indices = per_rank[:, k:].contiguous().view(torch.int32).reshape(-1).long()
-            group.flat.zero_()
-            group.flat.index_add_(0, indices, values.to(group.flat.dtype))
+            add_gathered_sparse(group.flat.zero_(), exchange.gathered, self.world_size)
         group.flat.div_(self.world_size)
         for _, param, flat_slice in group.slices():
             param.grad.copy_(flat_slice.view_as(param.grad))
@@ -428,6 +411,24 @@ class LayerwiseSparseReducer:
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
+
+
+def check_settings(
+    density: float,
+    density_min: float,
+    density_max: float,
+    warmup_steps: int,
+    profile_steps: int,
+    replan_every_n_steps: int | None,
+) -> None:
+    """Raise ``ValueError`` naming the argument when a reducer setting is out of range."""
+    num_selected(1, density)  # validates (0, 1]
+    if not 0.0 < density_min <= density_max <= 1.0:
+        raise ValueError(f"need 0 < density_min <= density_max <= 1, got {density_min} and {density_max}")
+    if warmup_steps < 0 or profile_steps < 1:
+        raise ValueError(f"need warmup_steps >= 0 and profile_steps >= 1, got {warmup_steps}, {profile_steps}")
+    if replan_every_n_steps is not None and replan_every_n_steps <= profile_steps:
+        raise ValueError(f"replan_every_n_steps ({replan_every_n_steps}) must exceed profile_steps ({profile_steps})")
 
 
 def _split_by_name(row: Tensor, layout: list[tuple[str, int]]) -> dict[str, Tensor]:

@@ -23,8 +23,7 @@ from torch.distributed.utils import _sync_params_and_buffers
 from torch.optim import Optimizer
 
 from .cost_model import DEFAULT_PROBE_BYTES
-from .reducer import LAGSCommunicationError, LayerwiseSparseReducer
-from .topk import num_selected
+from .reducer import LAGSCommunicationError, LayerwiseSparseReducer, check_settings
 
 __all__ = ["LAGSStrategy"]
 
@@ -98,8 +97,8 @@ class LAGSStrategy(DDPStrategy):
             timeout=timeout,
             start_method=start_method,
         )
-        num_selected(1, density)  # fail at construction, not after the processes started
-        num_selected(1, density_min)
+        # Fail at construction, not after the processes have started.
+        check_settings(density, density_min, density_max, warmup_steps, profile_steps, replan_every_n_steps)
         self._reducer_kwargs = {
             "density": density,
             "adaptive": adaptive,

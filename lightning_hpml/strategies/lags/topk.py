@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["num_selected", "select_topk_with_residual"]
+__all__ = ["add_gathered_sparse", "num_selected", "pack_sparse", "select_topk_with_residual"]
 
 
 def num_selected(numel: int, density: float) -> int:
@@ -54,3 +54,16 @@ def _topk_indices(magnitude: Tensor, k: int, generator: torch.Generator | None) 
             _, chosen = torch.topk(magnitude[candidates], k, sorted=False)
             return candidates[chosen]
     return torch.topk(magnitude, k, sorted=False).indices
+
+
+def pack_sparse(values: Tensor, indices: Tensor) -> Tensor:
+    """One fp32 message ``[values | int32 indices bit-cast to fp32]`` (so an exchange is a single ``all_gather``)."""
+    return torch.cat([values.float(), indices.to(torch.int32).view(torch.float32)])
+
+
+def add_gathered_sparse(out: Tensor, gathered: Tensor, world_size: int) -> Tensor:
+    """Scatter-add every rank's packed message (``gathered``: ``world_size`` messages back to back) into ``out``."""
+    per_rank = gathered.view(world_size, -1)
+    k = per_rank.shape[1] // 2
+    indices = per_rank[:, k:].contiguous().view(torch.int32).reshape(-1).long()
+    return out.index_add_(0, indices, per_rank[:, :k].reshape(-1).to(out.dtype))
