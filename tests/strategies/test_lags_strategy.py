@@ -109,8 +109,14 @@ def test_exception_on_one_rank_ends_every_rank(tmp_path, world_size, fail_rank):
     elapsed = time.monotonic() - start
     assert run.returncode != 0
     assert f"injected failure on rank {fail_rank} at step 3" in run.stderr
-    if fail_rank != 0:  # rank 0 survives the failure long enough to say why it stops (it kills the others itself)
-        assert "LAGSCommunicationError: rank 0:" in run.stderr and "another rank probably raised or died" in run.stderr
+    if fail_rank != 0:
+        # The survivors stop for a stated reason: their exchange fails with LAGSCommunicationError, or Lightning's
+        # launcher on rank 0 notices the dead child first and terminates them (which one wins is a race).
+        survivor_error = (
+            "LAGSCommunicationError: rank 0:" in run.stderr and "another rank probably raised" in run.stderr
+        )
+        launcher_stop = "terminated with code 1. Forcefully terminating all other processes" in run.stderr
+        assert survivor_error or launcher_stop, run.stderr[-3000:]
     assert elapsed < 120, f"ranks took {elapsed:.0f} s to stop"
     assert not list(tmp_path.glob("rank*.pt"))  # no rank ran to completion
 
