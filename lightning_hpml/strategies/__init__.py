@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from lightning.pytorch.strategies import Strategy, StrategyRegistry
 
+from .elixir import ElixirStrategy
 from .lags import LAGSStrategy
 
-__all__ = ["STRATEGY_CLASSES", "LAGSStrategy", "register_all"]
+__all__ = ["STRATEGY_CLASSES", "ElixirStrategy", "LAGSStrategy", "register_all"]
 
-#: Strategy classes shipped by this package. ElixirStrategy is planned (see README status table).
-STRATEGY_CLASSES: tuple[type[Strategy], ...] = (LAGSStrategy,)
+#: Strategy classes shipped by this package.
+STRATEGY_CLASSES: tuple[type[Strategy], ...] = (ElixirStrategy, LAGSStrategy)
 
 
 def register_all(registry=StrategyRegistry) -> list[str]:
