@@ -110,11 +110,13 @@ class ShardedParamGroups:
 
     def attach_grads(self, group) -> None:
         """Point each flat view's ``.grad`` at its gradient shard, or None if no rank produced a gradient for it."""
-        had = torch.tensor([any(self.runtime.had_grad[pid] for pid in run.param_ids) for run in self.runs],
-                           dtype=torch.uint8)
+        param_ids = list(self.runtime.had_grad)  # the same order on every rank (plan order)
+        had = torch.tensor([self.runtime.had_grad[pid] for pid in param_ids], dtype=torch.uint8)
         if group is not None and dist.get_world_size(group) > 1:
             device = self.runtime.compute_device if dist.get_backend(group) == dist.Backend.NCCL else "cpu"
             had = had.to(device)
             dist.all_reduce(had, op=dist.ReduceOp.MAX, group=group)
-        for run, flag in zip(self.runs, had.tolist()):
-            run.fake.grad = run.chunk.grad[run.begin : run.end] if flag else None
+        any_rank = dict(zip(param_ids, had.tolist()))
+        for run in self.runs:
+            used = any(any_rank[pid] for pid in run.param_ids)
+            run.fake.grad = run.chunk.grad[run.begin : run.end] if used else None

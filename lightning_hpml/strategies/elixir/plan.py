@@ -157,8 +157,8 @@ def search_plan(
     """Choose chunk size, cache blocks and offload (see the module docstring); ``order`` is first-use order.
 
     ``chunk_numel``, ``cache_blocks`` and ``offload`` ("cpu"/"device") pin the corresponding choice.
-    ``reserve_activations`` leaves the profiled activation bytes out of the budget (on CUDA they share the device;
-    in CPU mode the budget is the chunk ledger alone).
+    ``reserve_activations`` leaves the profiled activation bytes and one parameter's gradient out of the budget (on
+    CUDA they share the device; in CPU mode the budget is the chunk ledger alone).
     Raises ValueError when no choice fits the budget, saying how much would be needed.
     """
     if offload not in OFFLOAD_CHOICES:
@@ -170,7 +170,9 @@ def search_plan(
     total_public = sum(numels[n] for n in public_names)
     largest = max((numels[n] for n in public_names), default=world_size)
     sizes = [padded_numel(chunk_numel, world_size)] if chunk_numel else _candidate_sizes(largest, total_public, world_size)
-    transient = max(numels.values(), default=0) * compute_bytes_per_elem  # autograd's .grad of one parameter
+    # autograd's .grad of one parameter exists for a moment before it is copied into its chunk: workspace, like the
+    # activations, so it is reserved only where the budget is real device memory
+    transient = max(numels.values(), default=0) * compute_bytes_per_elem if reserve_activations else 0
     activations = profile.activation_bytes if reserve_activations else 0
 
     best: ElixirPlan | None = None

@@ -2,8 +2,8 @@
 
 Elixir traces the step on the meta device and measures the activation peak on CUDA
 (``tracer/param_tracer``, ``tracer/memory_tracer``). Here one real forward pass of ``training_step`` runs on the
-plain module (before any chunking, so on the host), under forked RNG so the real first step is unchanged, with
-Lightning logging switched off. Module forward pre-hooks give the access order; a saved-tensor hook sums the bytes
+plain module (before any chunking, so on the host), under forked RNG and with buffers (BatchNorm statistics)
+restored afterwards, so the real first step is unchanged, and with Lightning logging switched off. Module forward pre-hooks give the access order; a saved-tensor hook sums the bytes
 autograd keeps for backward, which is the activation memory the plan must leave room for. The backward order is
 taken as the reverse of the forward order, which holds for the feed-forward models this targets.
 """
@@ -79,6 +79,7 @@ def profile_forward(module: nn.Module, run_forward: Callable[[], object]) -> Ste
 
     handles = [m.register_forward_pre_hook(before_call) for m in module.modules()]
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    buffers = [(b, b.detach().clone()) for b in module.buffers()]  # e.g. BatchNorm statistics: must not move
     try:
         with torch.random.fork_rng(devices=devices), _logging_disabled(module):
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -87,4 +88,7 @@ def profile_forward(module: nn.Module, run_forward: Callable[[], object]) -> Ste
     finally:
         for handle in handles:
             handle.remove()
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
     return profile

@@ -110,7 +110,7 @@ class ChunkRuntime:
         self._last_used: dict[int, int] = {}
         self._by_storage: dict[int, Chunk] = {}
         self.had_grad: dict[int, bool] = {id(s.param): False for c in self.chunks for s in c.slots}
-        self.stats = {"gathers": 0, "evictions": 0}
+        self.stats = {"gathers": 0, "evictions": 0, "resident_refreshes": 0}  # gathers: of public (cached) chunks
         self._handles = []
         for sub in module.modules():
             own = list(dict.fromkeys(self.slot_of[id(p)][0] for p in sub.parameters(recurse=False)
@@ -158,7 +158,7 @@ class ChunkRuntime:
         chunk.gather()
         self._by_storage.pop(old, None)
         self._by_storage[chunk.storage_ptr()] = chunk
-        self.stats["gathers"] += 1
+        self.stats["resident_refreshes" if chunk.resident else "gathers"] += 1
 
     def _cached(self) -> int:
         return sum(1 for c in self.chunks if c.gathered and not c.resident)

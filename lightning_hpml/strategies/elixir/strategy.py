@@ -18,6 +18,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch.distributed.constants import default_pg_timeout
+from torch.distributed.utils import _sync_params_and_buffers
 from torch.optim import Optimizer
 
 from .budget import DeviceMemoryBudget
@@ -32,6 +33,7 @@ from .runtime import ChunkRuntime
 __all__ = ["ElixirStrategy", "optimizer_state_factor"]
 
 _CHECKPOINT_KEY = "elixir"
+_BUFFER_BUCKET_BYTES = 250 * 1024 * 1024
 
 
 def optimizer_state_factor(optimizer: Optimizer | None) -> int:
@@ -70,6 +72,8 @@ class ElixirStrategy(DDPStrategy):
         example_batch: Batch for the profiling step (default: the first batch of the training dataloader).
         hardware: Speeds to plan with (:class:`~.hardware.HardwareProfile` fields) instead of measuring them.
         print_plan: Print the plan table on rank 0.
+        broadcast_buffers: Broadcast rank 0's buffers (e.g. BatchNorm statistics) before each training step, as
+            ``DistributedDataParallel`` does by default.
 
     The remaining arguments are :class:`~lightning.pytorch.strategies.DDPStrategy`'s (process launch and groups).
     Differences from the paper's system are listed in the README's Elixir section.
@@ -88,6 +92,7 @@ class ElixirStrategy(DDPStrategy):
         example_batch: Any = None,
         hardware: dict[str, float] | None = None,
         print_plan: bool = True,
+        broadcast_buffers: bool = True,
         accelerator: pl.accelerators.Accelerator | None = None,
         parallel_devices: list[torch.device] | None = None,
         cluster_environment: ClusterEnvironment | None = None,
@@ -128,6 +133,7 @@ class ElixirStrategy(DDPStrategy):
         self.example_batch = example_batch
         self.hardware = HardwareProfile.from_dict(hardware) if hardware else None
         self.print_plan = print_plan
+        self.broadcast_buffers = broadcast_buffers
         self.runtime: ChunkRuntime | None = None
         self.shards: ShardedParamGroups | None = None
         self.budget: DeviceMemoryBudget | None = None
@@ -258,6 +264,10 @@ class ElixirStrategy(DDPStrategy):
 
     # ------------------------------------------------------------------ steps
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        if self.broadcast_buffers and self._group is not None and self.world_size > 1:
+            buffers = list(self.lightning_module.buffers())
+            if buffers:
+                _sync_params_and_buffers(self._group, buffers, _BUFFER_BUCKET_BYTES, src=0)
         with self.runtime.step_context(training=True):
             return super().training_step(*args, **kwargs)
 
