@@ -100,22 +100,34 @@ def main() -> None:
     limit = None if args.budget_frac is None else int(args.budget_frac * model_state_bytes(probe))
     if args.strategy == "elixir":
         plugin = ElixirPrecision("16-mixed", init_scale=2.0**10) if args.fp16 else None
-        strategy = ElixirStrategy(device_memory_limit=limit, offload=args.offload, print_plan=False,
-                                  precision_plugin=plugin)
+        strategy = ElixirStrategy(
+            device_memory_limit=limit, offload=args.offload, print_plan=False, precision_plugin=plugin
+        )
     else:
         strategy = "ddp"
     recorder = LossRecorder()
     callbacks: list[L.Callback] = [recorder]
     if args.save_at:
         callbacks.append(
-            L.pytorch.callbacks.ModelCheckpoint(dirpath=args.out / "ckpt", every_n_train_steps=args.save_at,
-                                                save_top_k=-1, filename="{step}")
+            L.pytorch.callbacks.ModelCheckpoint(
+                dirpath=args.out / "ckpt", every_n_train_steps=args.save_at, save_top_k=-1, filename="{step}"
+            )
         )
     trainer = L.Trainer(
-        accelerator="cpu", devices=args.devices, strategy=strategy, precision=None if args.fp16 else args.precision,
-        max_steps=args.max_steps, gradient_clip_val=args.clip or None, accumulate_grad_batches=args.accumulate,
-        logger=False, enable_checkpointing=bool(args.save_at), enable_progress_bar=False,
-        enable_model_summary=False, callbacks=callbacks, limit_val_batches=0, limit_train_batches=args.epoch_steps,
+        accelerator="cpu",
+        devices=args.devices,
+        strategy=strategy,
+        precision=None if args.fp16 else args.precision,
+        max_steps=args.max_steps,
+        gradient_clip_val=args.clip or None,
+        accumulate_grad_batches=args.accumulate,
+        logger=False,
+        enable_checkpointing=bool(args.save_at),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        limit_val_batches=0,
+        limit_train_batches=args.epoch_steps,
     )
     trainer.fit(model, datamodule=data, ckpt_path=args.resume)
     rank = trainer.global_rank

@@ -72,8 +72,17 @@ class TokenStreamDataModule(L.LightningDataModule):
     synthetic_tokens: Length of each synthetic split (train; val gets a quarter).
     """
 
-    def __init__(self, root: str | None = None, seq_len: int = 64, vocab_size: int = 256, batch_size: int = 8,
-                 num_workers: int = 0, shuffle: bool = False, synthetic_tokens: int = 65536, seed: int = 0) -> None:
+    def __init__(
+        self,
+        root: str | None = None,
+        seq_len: int = 64,
+        vocab_size: int = 256,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        shuffle: bool = False,
+        synthetic_tokens: int = 65536,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.root = Path(root) if root is not None else None
         self.seq_len = seq_len
@@ -99,8 +108,9 @@ class TokenStreamDataModule(L.LightningDataModule):
         self.val_set = TokenWindows(self.root / "val.bin", self.seq_len, self.vocab_size)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, self.batch_size, shuffle=self.shuffle, num_workers=self.num_workers,
-                          drop_last=True)
+        return DataLoader(
+            self.train_set, self.batch_size, shuffle=self.shuffle, num_workers=self.num_workers, drop_last=True
+        )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers)

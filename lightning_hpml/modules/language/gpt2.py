@@ -57,8 +57,9 @@ class Block(nn.Module):
 class GPT2(nn.Module):
     """Token ids (B, T) -> logits (B, T, vocab)."""
 
-    def __init__(self, vocab_size: int = 50257, max_len: int = 1024, hidden: int = 768, layers: int = 12,
-                 heads: int = 12) -> None:
+    def __init__(
+        self, vocab_size: int = 50257, max_len: int = 1024, hidden: int = 768, layers: int = 12, heads: int = 12
+    ) -> None:
         super().__init__()
         self.max_len = max_len
         self.wte = nn.Embedding(vocab_size, hidden)
@@ -135,8 +136,14 @@ class GPT2LMModule(L.LightningModule):
         lr, weight_decay: AdamW settings (no decay on biases, LayerNorm weights and embeddings' positions).
     """
 
-    def __init__(self, model: str = "gpt2_tiny", vocab_size: int | None = None, max_len: int | None = None,
-                 lr: float = 3e-4, weight_decay: float = 0.1) -> None:
+    def __init__(
+        self,
+        model: str = "gpt2_tiny",
+        vocab_size: int | None = None,
+        max_len: int | None = None,
+        lr: float = 3e-4,
+        weight_decay: float = 0.1,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model_name = model

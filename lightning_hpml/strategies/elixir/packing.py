@@ -19,7 +19,7 @@ from torch import nn
 
 from .chunk import ChunkKind
 
-__all__ = ["ChunkSpec", "POLICIES", "assign_kinds", "pack_public", "padded_numel", "trainable_parameters"]
+__all__ = ["POLICIES", "ChunkSpec", "assign_kinds", "pack_public", "padded_numel", "trainable_parameters"]
 
 #: Values accepted in a module policy (module-name pattern -> policy).
 POLICIES = ("chunked", "replicated", "local")
@@ -44,7 +44,9 @@ class ChunkSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> ChunkSpec:
-        return cls(ChunkKind(data["kind"]), list(data["param_names"]), int(data["numel"]), bool(data["master_on_device"]))
+        return cls(
+            ChunkKind(data["kind"]), list(data["param_names"]), int(data["numel"]), bool(data["master_on_device"])
+        )
 
 
 def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:

@@ -102,13 +102,17 @@ class ElixirPlan:
         mib = 2**20
         rows = [
             ("chunk size (elements)", f"{self.chunk_numel:,}"),
-            ("public / replicated / local chunks",
-             f"{kinds.count(ChunkKind.PUBLIC)} / {kinds.count(ChunkKind.REPLICATED)} / {kinds.count(ChunkKind.LOCAL)}"),
+            (
+                "public / replicated / local chunks",
+                f"{kinds.count(ChunkKind.PUBLIC)} / {kinds.count(ChunkKind.REPLICATED)} / {kinds.count(ChunkKind.LOCAL)}",
+            ),
             ("cache blocks", str(self.cache_blocks)),
             ("chunks with fp32 shards offloaded to CPU", str(sum(not c.master_on_device for c in self.chunks))),
             ("device budget", "unlimited" if self.budget_bytes is None else f"{self.budget_bytes / mib:.2f} MiB"),
-            ("planned cache + resident + shards",
-             f"{planned['cache'] / mib:.2f} + {planned['resident'] / mib:.2f} + {planned['shards'] / mib:.2f} MiB"),
+            (
+                "planned cache + resident + shards",
+                f"{planned['cache'] / mib:.2f} + {planned['resident'] / mib:.2f} + {planned['shards'] / mib:.2f} MiB",
+            ),
             ("activations (profiled)", f"{self.activation_bytes / mib:.2f} MiB"),
             ("modelled gathers per step", str(self.modelled_gathers)),
             ("modelled transfer + update time per step", f"{self.modelled_step_seconds * 1e3:.2f} ms"),
@@ -164,12 +168,12 @@ def search_plan(
     if offload not in OFFLOAD_CHOICES:
         raise ValueError(f"`offload` must be one of {OFFLOAD_CHOICES}, got {offload!r}")
     public_names = [n for n in order if kinds[n] is ChunkKind.PUBLIC]
-    special = {
-        kind: [n for n in order if kinds[n] is kind] for kind in (ChunkKind.REPLICATED, ChunkKind.LOCAL)
-    }
+    special = {kind: [n for n in order if kinds[n] is kind] for kind in (ChunkKind.REPLICATED, ChunkKind.LOCAL)}
     total_public = sum(numels[n] for n in public_names)
     largest = max((numels[n] for n in public_names), default=world_size)
-    sizes = [padded_numel(chunk_numel, world_size)] if chunk_numel else _candidate_sizes(largest, total_public, world_size)
+    sizes = (
+        [padded_numel(chunk_numel, world_size)] if chunk_numel else _candidate_sizes(largest, total_public, world_size)
+    )
     # autograd's .grad of one parameter exists for a moment before it is copied into its chunk: workspace, like the
     # activations, so it is reserved only where the budget is real device memory
     transient = max(numels.values(), default=0) * compute_bytes_per_elem if reserve_activations else 0
@@ -204,10 +208,20 @@ def search_plan(
         for n_blocks in _block_counts(min_blocks, max_blocks) if public else [0]:
             gathers = count_gathers(sequence, n_blocks) if public else {}
             leftover = available - n_blocks * block_bytes
-            candidate = _place_shards(specs, gathers, leftover, offload, hardware, world_size, state_factor,
-                                      compute_bytes_per_elem)
-            plan = ElixirPlan(size, n_blocks, compute_bytes_per_elem, candidate[0], sequence, budget_bytes,
-                              profile.activation_bytes, sum(gathers.values()), candidate[1])
+            candidate = _place_shards(
+                specs, gathers, leftover, offload, hardware, world_size, state_factor, compute_bytes_per_elem
+            )
+            plan = ElixirPlan(
+                size,
+                n_blocks,
+                compute_bytes_per_elem,
+                candidate[0],
+                sequence,
+                budget_bytes,
+                profile.activation_bytes,
+                sum(gathers.values()),
+                candidate[1],
+            )
             if best is None or plan.modelled_step_seconds < best.modelled_step_seconds * (1 - 1e-9):
                 best = plan
     if best is None:

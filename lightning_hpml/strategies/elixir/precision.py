@@ -39,7 +39,9 @@ class ElixirPrecision(Precision):
             raise ValueError(f"ElixirPrecision supports {sorted(_DTYPES)}, got precision={precision!r}")
         self.precision = precision  # type: ignore[assignment]
         self.compute_dtype = _DTYPES[precision]
-        self.scaler = DynamicLossScaler(init_scale, growth_interval=growth_interval) if precision == "16-mixed" else None
+        self.scaler = (
+            DynamicLossScaler(init_scale, growth_interval=growth_interval) if precision == "16-mixed" else None
+        )
         self.device_type = "cpu"
         self.runtime = None  # set by ElixirStrategy.setup
         self.shards = None
@@ -52,7 +54,7 @@ class ElixirPrecision(Precision):
             return plugin
         if isinstance(plugin, MixedPrecision):
             return cls(plugin.precision)
-        if isinstance(plugin, HalfPrecision):
+        if isinstance(plugin, HalfPrecision):  # noqa: TRY004  (a precision value the user chose, not a type error)
             raise ValueError(
                 f"ElixirStrategy keeps fp32 master weights; use precision='bf16-mixed' or '16-mixed' instead of "
                 f"{plugin.precision!r}"
@@ -134,4 +136,3 @@ class ElixirPrecision(Precision):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.scaler is not None and "scaler" in state_dict:
             self.scaler.load_state_dict(state_dict["scaler"])
-

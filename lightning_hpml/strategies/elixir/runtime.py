@@ -96,8 +96,18 @@ class ChunkRuntime:
                 p = params[name]
                 slots.append(ParamSlot(name, p, offset, p.numel(), p.shape))
                 offset += p.numel()
-            chunk = Chunk(index, slots, spec.numel, spec.kind, compute_device, compute_dtype, spec.master_on_device,
-                          group, budget, state_factor)
+            chunk = Chunk(
+                index,
+                slots,
+                spec.numel,
+                spec.kind,
+                compute_device,
+                compute_dtype,
+                spec.master_on_device,
+                group,
+                budget,
+                state_factor,
+            )
             self.chunks.append(chunk)
             for i, slot in enumerate(slots):
                 self.slot_of[id(slot.param)] = (chunk, i)
@@ -113,8 +123,9 @@ class ChunkRuntime:
         self.stats = {"gathers": 0, "evictions": 0, "resident_refreshes": 0}  # gathers: of public (cached) chunks
         self._handles = []
         for sub in module.modules():
-            own = list(dict.fromkeys(self.slot_of[id(p)][0] for p in sub.parameters(recurse=False)
-                                     if id(p) in self.slot_of))
+            own = list(
+                dict.fromkeys(self.slot_of[id(p)][0] for p in sub.parameters(recurse=False) if id(p) in self.slot_of)
+            )
             if own:
                 self._handles.append(sub.register_forward_pre_hook(self._pre_forward_hook(own)))
                 self._handles.append(sub.register_forward_hook(self._post_forward_hook(own), always_call=True))
@@ -294,7 +305,9 @@ class ChunkRuntime:
                     raise KeyError(f"state dict has no entry for parameter {slot.name!r}")
                 value = state[name]
                 if tuple(value.shape) != tuple(slot.shape):
-                    raise ValueError(f"{name}: shape {tuple(value.shape)} in the state dict, model has {tuple(slot.shape)}")
+                    raise ValueError(
+                        f"{name}: shape {tuple(value.shape)} in the state dict, model has {tuple(slot.shape)}"
+                    )
                 full[slot.offset : slot.offset + slot.numel] = value.reshape(-1).to("cpu", torch.float32)
             self._by_storage.pop(chunk.storage_ptr(), None)
             chunk.load_full(full)

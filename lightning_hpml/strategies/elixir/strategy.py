@@ -83,7 +83,7 @@ class ElixirStrategy(DDPStrategy):
 
     def __init__(
         self,
-        device_memory_limit: int | float | None = None,
+        device_memory_limit: float | None = None,
         chunk_size: int | None = None,
         cache_blocks: int | None = None,
         offload: Literal["auto", "cpu", "device"] = "auto",
@@ -146,7 +146,9 @@ class ElixirStrategy(DDPStrategy):
             "elixir", cls, description="Elixir: chunked parameters with a device cache, searched CPU offload"
         )
         strategy_registry.register(
-            "elixir_cpu_offload", cls, description="Elixir with every fp32 shard and optimizer state on the CPU",
+            "elixir_cpu_offload",
+            cls,
+            description="Elixir with every fp32 shard and optimizer state on the CPU",
             offload="cpu",
         )
 
