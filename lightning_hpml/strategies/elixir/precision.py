@@ -54,8 +54,8 @@ class ElixirPrecision(Precision):
             return plugin
         if isinstance(plugin, MixedPrecision):
             return cls(plugin.precision)
-        if isinstance(plugin, HalfPrecision):  # noqa: TRY004  (a precision value the user chose, not a type error)
-            raise ValueError(
+        if isinstance(plugin, HalfPrecision):
+            raise ValueError(  # noqa: TRY004  (the user chose a precision value, not a wrong type)
                 f"ElixirStrategy keeps fp32 master weights; use precision='bf16-mixed' or '16-mixed' instead of "
                 f"{plugin.precision!r}"
             )
