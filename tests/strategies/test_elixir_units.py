@@ -253,6 +253,7 @@ def test_strategy_names_arguments_and_precision_mapping():
     assert StrategyRegistry.get("elixir_cpu_offload").offload == "cpu"
     for kwargs, message in [
         ({"device_memory_limit": 1.5}, "fraction in \\(0, 1\\]"),
+        ({"device_memory_limit": 0.0}, "fraction in \\(0, 1\\]"),
         ({"device_memory_limit": -1}, "positive bytes"),
         ({"offload": "disk"}, "`offload` must be one of"),
         ({"policy": {"experts": "sharded"}}, "must be one of"),
@@ -264,6 +265,7 @@ def test_strategy_names_arguments_and_precision_mapping():
     assert ElixirPrecision.from_plugin(MixedPrecision("bf16-mixed", "cpu")).compute_dtype is torch.bfloat16
     with pytest.raises(ValueError, match="supports"):
         ElixirPrecision("64-true")
+    assert ElixirStrategy(device_memory_limit=13500000.0).device_memory_limit == 13500000  # from a YAML parser
     strategy = ElixirStrategy()
     strategy.precision_plugin = MixedPrecision("bf16-mixed", "cpu")
     assert isinstance(strategy.precision_plugin, ElixirPrecision)

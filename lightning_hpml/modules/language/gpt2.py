@@ -101,6 +101,12 @@ def gpt2_tiny(**kwargs) -> GPT2:
 
 
 @register_model
+def gpt2_bench(**kwargs) -> GPT2:
+    """CPU benchmark size: 4 layers of width 256, 8 heads (about 5M parameters with an 8192-token vocabulary)."""
+    return _gpt2(**{"hidden": 256, "layers": 4, "heads": 8, "vocab_size": 8192, "max_len": 256, **kwargs})
+
+
+@register_model
 def gpt2_small(**kwargs) -> GPT2:
     """GPT-2 small: 768 wide, 12 layers, 12 heads (124M parameters)."""
     return _gpt2(**{"hidden": 768, "layers": 12, "heads": 12, **kwargs})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -74,6 +75,8 @@ class ElixirStrategy(DDPStrategy):
         print_plan: Print the plan table on rank 0.
         broadcast_buffers: Broadcast rank 0's buffers (e.g. BatchNorm statistics) before each training step, as
             ``DistributedDataParallel`` does by default.
+        log_stats: Log ``elixir/gathers``, ``elixir/evictions`` (per optimizer step) and ``elixir/peak_device_mib``
+            (booked chunk memory, the number the budget bounds).
 
     The remaining arguments are :class:`~lightning.pytorch.strategies.DDPStrategy`'s (process launch and groups).
     Differences from the paper's system are listed in the README's Elixir section.
@@ -93,6 +96,7 @@ class ElixirStrategy(DDPStrategy):
         hardware: dict[str, float] | None = None,
         print_plan: bool = True,
         broadcast_buffers: bool = True,
+        log_stats: bool = True,
         accelerator: pl.accelerators.Accelerator | None = None,
         parallel_devices: list[torch.device] | None = None,
         cluster_environment: ClusterEnvironment | None = None,
@@ -102,8 +106,12 @@ class ElixirStrategy(DDPStrategy):
         timeout: timedelta | None = default_pg_timeout,
         start_method: Literal["popen", "spawn", "fork", "forkserver"] = "popen",
     ) -> None:
+        if isinstance(device_memory_limit, float) and device_memory_limit > 1.0 and device_memory_limit.is_integer():
+            device_memory_limit = int(device_memory_limit)  # bytes that a config parser turned into a float
         if isinstance(device_memory_limit, float) and not 0.0 < device_memory_limit <= 1.0:
-            raise ValueError(f"a float `device_memory_limit` is a fraction in (0, 1], got {device_memory_limit}")
+            raise ValueError(
+                f"a float `device_memory_limit` is a fraction in (0, 1] (bytes are a whole number), got {device_memory_limit}"
+            )
         if isinstance(device_memory_limit, int) and device_memory_limit <= 0:
             raise ValueError(f"`device_memory_limit` must be positive bytes, got {device_memory_limit}")
         if offload not in OFFLOAD_CHOICES:
@@ -134,6 +142,8 @@ class ElixirStrategy(DDPStrategy):
         self.hardware = HardwareProfile.from_dict(hardware) if hardware else None
         self.print_plan = print_plan
         self.broadcast_buffers = broadcast_buffers
+        self.log_stats = log_stats
+        self._logged = {"gathers": 0, "evictions": 0}
         self.runtime: ChunkRuntime | None = None
         self.shards: ShardedParamGroups | None = None
         self.budget: DeviceMemoryBudget | None = None
@@ -273,6 +283,18 @@ class ElixirStrategy(DDPStrategy):
         with self.runtime.step_context(training=True):
             return super().training_step(*args, **kwargs)
 
+    def optimizer_step(
+        self, optimizer: Optimizer, closure: Callable[[], Any], model: pl.LightningModule | None = None, **kwargs: Any
+    ) -> Any:
+        output = super().optimizer_step(optimizer, closure, model, **kwargs)
+        if self.log_stats and self.runtime is not None:
+            stats = self.runtime.stats
+            metrics = {f"elixir/{key}": float(stats[key] - self._logged[key]) for key in self._logged}
+            metrics["elixir/peak_device_mib"] = self.budget.peak_bytes / 2**20
+            self._logged = {key: stats[key] for key in self._logged}
+            self.lightning_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
+        return output
+
     def validation_step(self, *args: Any, **kwargs: Any) -> Any:
         with self.runtime.step_context(training=False):
             return super().validation_step(*args, **kwargs)
@@ -332,6 +354,7 @@ class ElixirStrategy(DDPStrategy):
         """Give the module back as plain fp32 CPU parameters, so it can be used (or set up again) without Elixir."""
         if self.runtime is not None:
             self.stats = {**self.runtime.stats, "peak_bytes": self.budget.peak_bytes}
+            self._logged = {"gathers": 0, "evictions": 0}
             self.runtime.remove()
             self.runtime = None
             self.shards = None
