@@ -1,7 +1,7 @@
 """Forward latency and peak memory of every registered stereo model, side by side, at one input size.
 
-For each model in ``lightning_hpml.modules.list_models(<glob>)`` whose ``forward`` takes ``(left, right)``, the
-script builds it, runs ``--warmup`` untimed forwards and then ``--repeats`` timed ones under
+For each model in ``lightning_hpml.modules.list_models(<glob>, family="stereo")`` whose ``forward`` takes
+``(left, right)``, the script builds it, runs ``--warmup`` untimed forwards and then ``--repeats`` timed ones under
 ``torch.inference_mode()`` on a batch of random images (default 576 x 960, batch 1, FADNet's evaluation size),
 and reports the median and min/max time, frames per second and peak memory. Models whose forward has another
 signature are skipped with the reason printed (and recorded in the JSON).
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         device = torch.device(args.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise SystemExit(f"--device {args.device}: CUDA is not available on this machine")
-    names = list_models(args.models)
+    names = list_models(args.models, family="stereo")
     if not names:
         raise SystemExit(f"--models {args.models!r} matches no registered model; registered: {list_models()}")
     if args.worker is not None:

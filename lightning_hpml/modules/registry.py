@@ -34,9 +34,19 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return _MODELS[name](**{k: v for k, v in kwargs.items() if v is not None})
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Sorted names of registered models matching a shell-style ``pattern``."""
-    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Sorted names of registered models matching a shell-style ``pattern``.
+
+    ``family`` keeps only models defined under ``lightning_hpml.modules.<family>`` (e.g. ``"stereo"``), as timm's
+    ``list_models(module=...)`` does; tools that build every model of one task use it.
+    """
+    prefix = None if family is None else f"lightning_hpml.modules.{family}"
+    return sorted(
+        n
+        for n, fn in _MODELS.items()
+        if fnmatch.fnmatch(n, pattern)
+        and (prefix is None or fn.__module__ == prefix or fn.__module__.startswith(prefix + "."))
+    )
 
 
 def is_model(name: str) -> bool:
