@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -55,7 +57,7 @@ def test_synthetic_stream_is_learnable_and_splits_differ():
     train = np.fromfile(data.root / "train.bin", dtype=np.uint16)
     val = np.fromfile(data.root / "val.bin", dtype=np.uint16)
     assert not np.array_equal(train[: len(val)], val)
-    successors = {int(b) for a, b in zip(train[:-1], train[1:]) if a == train[0]}
+    successors = {int(b) for a, b in itertools.pairwise(train) if a == train[0]}
     assert len(successors) <= 4  # each token has at most 4 successors: far below log(64) nats of entropy
     batch = next(iter(data.train_dataloader()))
     assert batch["tokens"].shape == (4, 17) and batch["tokens"].dtype == torch.int64
