@@ -11,18 +11,22 @@ from __future__ import annotations
 
 from lightning_hpml.metrics.bad_pixel import BadPixelRate, bad_pixel_rate
 from lightning_hpml.metrics.d1 import D1Error, d1_error
+from lightning_hpml.metrics.depth import DEPTH_METRIC_NAMES, DepthMetrics, depth_metrics
 from lightning_hpml.metrics.epe import EndPointError, end_point_error
 from lightning_hpml.metrics.normal import NormalAngleError, normal_angle_error, normal_angles
 from lightning_hpml.metrics.stereo import bad_pixel_metric_name, stereo_metric_collection
 
 __all__ = [
+    "DEPTH_METRIC_NAMES",
     "BadPixelRate",
     "D1Error",
+    "DepthMetrics",
     "EndPointError",
     "NormalAngleError",
     "bad_pixel_metric_name",
     "bad_pixel_rate",
     "d1_error",
+    "depth_metrics",
     "end_point_error",
     "normal_angle_error",
     "normal_angles",

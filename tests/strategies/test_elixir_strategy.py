@@ -104,14 +104,17 @@ def test_checkpoint_state_dict_loads_into_the_plain_model(evicting_runs):
     assert torch.equal(plain(tokens), trained(tokens))
 
 
-def test_bf16_mixed_is_close_to_plain_amp(tmp_path):
-    args = ["--model", "gpt2", "--precision", "bf16-mixed"]
-    plain = run_worker(tmp_path / "plain", "--strategy", "ddp", *args)[0]
-    elixir = run_worker(tmp_path / "elixir", "--budget-frac", "0.25", *args)[0]
-    assert max(abs(a - b) for a, b in zip(plain["losses"], elixir["losses"])) < 2e-3
-    assert elixir["losses"][-1] < elixir["losses"][0]
-    assert elixir["stats"]["peak_bytes"] <= elixir["limit"]
-    assert elixir["plan"]["compute_bytes_per_elem"] == 2
+@pytest.mark.parametrize("model,devices", [("gpt2", "1"), ("cnn", "2")])
+def test_bf16_mixed_is_close_to_plain_amp(tmp_path, model, devices):
+    args = ["--model", model, "--devices", devices, "--precision", "bf16-mixed"]
+    for plain, elixir in zip(
+        run_worker(tmp_path / "plain", "--strategy", "ddp", *args),
+        run_worker(tmp_path / "elixir", "--budget-frac", "0.25", *args),
+    ):
+        assert max(abs(a - b) for a, b in zip(plain["losses"], elixir["losses"])) < 2e-2
+        assert elixir["losses"][-1] < elixir["losses"][0]
+        assert elixir["stats"]["peak_bytes"] <= elixir["limit"]
+        assert elixir["plan"]["compute_bytes_per_elem"] == 2
 
 
 def test_fp16_with_dynamic_loss_scaling_trains(tmp_path):

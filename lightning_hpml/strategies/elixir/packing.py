@@ -6,6 +6,13 @@ searched size; a parameter is never split, and a new chunk starts when the next 
 (tied embeddings) gets a resident chunk of its own, kept gathered, because its uses are far apart in the step. The
 per-module policy moves whole modules out of the public chunks: ``"replicated"`` (resident, sharded master, like a
 tied weight) or ``"local"`` (expert-parallel: this rank's own copy, never communicated).
+
+Adding a parallel pattern: a pattern is a :class:`~.chunk.ChunkKind` plus what a chunk of that kind does in its four
+collectives (gather, release, reduce, full weights for checkpoints). Add the kind, give it a policy name in
+:data:`POLICIES` and :func:`assign_kinds`, decide in :class:`~.chunk.Chunk` which process group it shards over
+(``LOCAL`` uses none; a tensor- or expert-parallel kind would pass its own sub-group) and whether it is evictable,
+and let :func:`~.plan.search_plan` lay it out (resident kinds get one chunk per kind today). The runtime, optimizer
+view and checkpoints then work unchanged, since they only talk to chunks.
 """
 
 from __future__ import annotations
