@@ -135,11 +135,19 @@ class ChunkRuntime:
 
     # ------------------------------------------------------------------ set-up helpers
     def _move_untracked_state(self) -> None:
-        """Buffers and frozen parameters are not chunked: they simply live on the compute device."""
+        """Buffers and frozen parameters are not chunked: they simply live on the compute device.
+
+        Floating buffers take the compute dtype, as in the reference code: BatchNorm needs its running statistics in
+        the dtype of its (chunked, bf16/fp16) weight. :meth:`remove` gives them their dtype back.
+        """
+        self._buffer_dtypes: dict[tuple[int, str], torch.dtype] = {}
         for sub in self.module.modules():
             for key, buf in sub._buffers.items():
-                if buf is not None:
-                    sub._buffers[key] = buf.to(self.compute_device)
+                if buf is None:
+                    continue
+                dtype = self.compute_dtype if buf.is_floating_point() else buf.dtype
+                self._buffer_dtypes[(id(sub), key)] = buf.dtype
+                sub._buffers[key] = buf.to(self.compute_device, dtype)
             for p in sub.parameters(recurse=False):
                 if id(p) not in self.slot_of:
                     p.data = p.data.to(self.compute_device)
@@ -328,6 +336,10 @@ class ChunkRuntime:
             if chunk.on_device_shards:
                 self.budget.release(chunk.shard_state_bytes)
         self._by_storage.clear()
+        for sub in self.module.modules():
+            for key, buf in sub._buffers.items():
+                if buf is not None and (id(sub), key) in self._buffer_dtypes:
+                    sub._buffers[key] = buf.to(dtype=self._buffer_dtypes[(id(sub), key)])
 
     def chunk_kinds(self) -> dict[str, int]:
         counts = {kind.value: 0 for kind in ChunkKind}
