@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -31,7 +32,7 @@ def test_vertex_and_face_counts_and_unit_vertices(level):
 
 def test_coarser_levels_are_a_prefix_and_parents_are_midpoints():
     levels = icosphere(3)
-    for coarse, fine in zip(levels[:-1], levels[1:]):
+    for coarse, fine in itertools.pairwise(levels):
         assert torch.equal(fine.vertices[: coarse.num_vertices], coarse.vertices)
         mid = fine.vertices[fine.parents].sum(1)
         torch.testing.assert_close(fine.vertices[coarse.num_vertices :], mid / mid.norm(dim=1, keepdim=True))
