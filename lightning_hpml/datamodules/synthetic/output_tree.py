@@ -95,15 +95,22 @@ def prepare_output_root(root: str | os.PathLike[str], *, overwrite: bool) -> Pat
     return path
 
 
-def write_synthetic_readme(root: Path, generator: str, description: str, parameters: Mapping[str, Any]) -> Path:
+_STEREO_CONTENT = (
+    "Content: procedurally rendered stereo pairs (textured planes and boxes ray cast by a rectified rig);\n"
+    "the ground-truth disparity is exact (f * B / Z of the surface hit by each pixel-centre ray)."
+)
+
+
+def write_synthetic_readme(
+    root: Path, generator: str, description: str, parameters: Mapping[str, Any], content: str = _STEREO_CONTENT
+) -> Path:
     """Write ``root/SYNTHETIC_README.txt`` naming the generator, what the tree imitates and all parameters."""
     lines = [
         _README_FIRST_LINE,
         "",
         f"Generator: {generator}",
         f"Imitates: {description}",
-        "Content: procedurally rendered stereo pairs (textured planes and boxes ray cast by a rectified rig);",
-        "the ground-truth disparity is exact (f * B / Z of the surface hit by each pixel-centre ray).",
+        content,
         "Do not report results on this data as results on the real dataset.",
         "",
         "Parameters (JSON):",
