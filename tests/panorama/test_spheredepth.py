@@ -8,11 +8,16 @@ import pytest
 import torch
 
 from lightning_hpml.datamodules.panorama import Stanford2D3DDataModule
-from lightning_hpml.metrics.depth import DepthMetrics
 from lightning_hpml.modules import create_model
 from lightning_hpml.modules.layers.icosphere import icosphere
 from lightning_hpml.modules.layers.mesh_conv import MeshConv, MeshPool, MeshUnpool
-from lightning_hpml.modules.panorama import SphereDepth, SphereDepthModule, berhu_loss, panorama_point_cloud
+from lightning_hpml.modules.panorama import (
+    SphereDepth,
+    SphereDepthModule,
+    berhu_loss,
+    evaluate_depth,
+    panorama_point_cloud,
+)
 
 
 def test_mesh_layers_move_between_levels_and_conv_sees_the_ring():
@@ -70,13 +75,7 @@ def test_brief_training_on_synthetic_panoramas_lowers_abs_rel(tmp_path, monkeypa
     def abs_rel() -> float:
         data.prepare_data()
         data.setup("test")
-        metric = DepthMetrics()
-        model.eval()
-        with torch.no_grad():
-            for batch in data.test_dataloader():
-                metric.update(model(batch["image"])["depth"], batch["depth"], batch["valid"])
-        model.train()
-        return float(metric.compute()["abs_rel"])
+        return evaluate_depth(model, data.test_dataloader())["abs_rel"]
 
     before = abs_rel()
     trainer = L.Trainer(

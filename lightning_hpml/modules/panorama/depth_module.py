@@ -21,7 +21,7 @@ from lightning_hpml.metrics.depth import DepthMetrics
 from lightning_hpml.modules.layers.icosphere import equirect_directions
 from lightning_hpml.modules.panorama.spheredepth import SphereDepth
 
-__all__ = ["SphereDepthModule", "berhu_loss", "panorama_point_cloud"]
+__all__ = ["SphereDepthModule", "berhu_loss", "evaluate_depth", "panorama_point_cloud"]
 
 
 def berhu_loss(pred: Tensor, target: Tensor, valid: Tensor, threshold_ratio: float = 0.2) -> Tensor:
@@ -44,6 +44,18 @@ def panorama_point_cloud(depth: Tensor, image: Tensor | None = None, valid: Tens
         colours = image.detach().reshape(3, -1).T.cpu().double()[keep]
         cloud.colors = o3d.utility.Vector3dVector(np.ascontiguousarray(colours.numpy()))
     return cloud
+
+
+@torch.no_grad()
+def evaluate_depth(model: nn.Module, loader, max_depth: float = 10.0) -> dict[str, float]:
+    """:class:`DepthMetrics` of ``model`` (returning ``{"depth": ...}``) over a loader, in eval mode (restored after)."""
+    metric = DepthMetrics(max_depth=max_depth)
+    was_training = model.training
+    model.eval()
+    for batch in loader:
+        metric.update(model(batch["image"])["depth"], batch["depth"], batch["valid"])
+    model.train(was_training)
+    return {k: float(v) for k, v in metric.compute().items()}
 
 
 class SphereDepthModule(L.LightningModule):
