@@ -226,10 +226,16 @@ class ElixirStrategy(DDPStrategy):
             tensor.data.copy_(staged)
 
     def _stored_plan(self, trainer: pl.Trainer) -> ElixirPlan | None:
-        """When resuming, the checkpoint's plan: its optimizer shards only fit that layout."""
+        """When resuming, the checkpoint's plan: its optimizer shards only fit that layout.
+
+        A checkpoint from another number of processes gets a new plan (its full weights load into any layout;
+        resuming its optimizer shards is refused in :meth:`load_optimizer_state_dict`).
+        """
         loaded = getattr(trainer._checkpoint_connector, "_loaded_checkpoint", None) or {}
         stored = loaded.get(_CHECKPOINT_KEY)
-        return ElixirPlan.from_dict(stored["plan"]) if stored else None
+        if not stored or stored.get("world_size") != self.world_size:
+            return None
+        return ElixirPlan.from_dict(stored["plan"])
 
     def _search_plan(self, trainer: pl.Trainer, model: pl.LightningModule, fitting: bool, state_factor: int):
         params = trainable_parameters(model)
