@@ -28,7 +28,7 @@ from lightning_hpml.datamodules.synthetic.output_tree import (
     write_synthetic_readme,
 )
 
-__all__ = ["DTU_LIGHTS", "write_synthetic_dtu"]
+__all__ = ["DTU_LIGHTS", "write_mvs_project", "write_synthetic_dtu"]
 
 DTU_LIGHTS = 7
 _LIGHT_GAINS = np.linspace(0.55, 1.25, DTU_LIGHTS)
@@ -82,4 +82,27 @@ def write_synthetic_dtu(
         content="Content: a random textured tabletop per scan, rendered from one arc of cameras shared by all scans;\n"
         "depth maps are the exact camera-frame z of the surface hit by each pixel-centre ray.",
     )
+    return out
+
+
+def write_mvs_project(root: str | Path, scene: str = "scan1", num_views: int = 5, height: int = 96, width: int = 128,
+                      seed: int = 0) -> Path:
+    """One scene in the evaluation / Tanks-and-Temples project layout (``images``, ``cams``, ``pair.txt``), at
+    full image scale, plus its exact depth maps under ``<scene>/depths/`` for checking predictions."""
+    out = Path(root)
+    focal = 1.1 * width
+    intrinsic = np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1.0]])
+    cameras = arc_cameras(num_views)
+    scene_data = tabletop_scene(item_rng(seed, f"project/{scene}"))
+    centres = np.stack([-e[:3, :3].T @ e[:3, 3] for e in cameras])
+    pairs = {}
+    for view, extrinsic in enumerate(cameras):
+        rgb, depth = render_view(scene_data, extrinsic, intrinsic, height, width)
+        write_rgb(out / scene / "images" / f"{view:08d}.jpg", rgb)
+        write_cam_txt(out / scene / "cams" / f"{view:08d}_cam.txt",
+                      MVSCamera(extrinsic, intrinsic, depth_min=2.0, depth_interval=0.04))
+        write_pfm(out / scene / "depths" / f"{view:08d}.pfm", depth)
+        others = sorted((v for v in range(num_views) if v != view), key=lambda v: np.linalg.norm(centres[v] - centres[view]))
+        pairs[view] = [(v, 2.0 + float(np.exp(-np.linalg.norm(centres[v] - centres[view])))) for v in others]
+    write_pair_txt(out / scene / "pair.txt", pairs)
     return out
