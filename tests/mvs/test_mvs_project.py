@@ -17,7 +17,7 @@ def test_resized_views_keep_projections_consistent(tmp_path):
     data.setup("predict")
     batch = next(iter(data.predict_dataloader()))
     assert batch["images"].shape == (1, 3, 3, 64, 96) and batch["scan"] == ["scan1"]
-    k, e = batch["intrinsics"][0].double(), batch["extrinsics"][0].double()
+    k = batch["intrinsics"][0].double()
     ref = int(batch["view_ids"][0, 0])
     depth = torch.from_numpy(read_pfm(root / "scan1" / "depths" / f"{ref:08d}.pfm")).double()
     # K is scaled directly (MVSNet's convention, half-pixel offset ignored): a point seen at (u, v) moves to s * (u, v)
