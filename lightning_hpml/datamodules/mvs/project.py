@@ -28,16 +28,24 @@ __all__ = ["MVSProjectDataModule", "MVSProjectViews"]
 
 
 class MVSProjectViews(Dataset):
-    def __init__(self, root: Path, scenes: tuple[str, ...], num_views: int, image_size: tuple[int, int] | None,
-                 cams_folder: str = "cams", min_score: float | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        scenes: tuple[str, ...],
+        num_views: int,
+        image_size: tuple[int, int] | None,
+        cams_folder: str = "cams",
+        min_score: float | None = None,
+    ) -> None:
         self.root, self.num_views, self.image_size, self.cams_folder = root, num_views, image_size, cams_folder
         self.second_field = "max" if cams_folder == "cams_1" else "interval"
         self.samples = []
         for scene in scenes:
             pair_file = root / scene / "pair.txt"
             if not pair_file.is_file():
-                raise FileNotFoundError(f"{pair_file} not found (expected <scene>/images, <scene>/{cams_folder}, "
-                                        "<scene>/pair.txt)")
+                raise FileNotFoundError(
+                    f"{pair_file} not found (expected <scene>/images, <scene>/{cams_folder}, <scene>/pair.txt)"
+                )
             for ref, sources in read_pair_txt(pair_file).items():
                 if min_score is not None and (not sources or sources[0][1] <= min_score):
                     continue
@@ -58,17 +66,23 @@ class MVSProjectViews(Dataset):
             k = camera.intrinsic
             if self.image_size is not None and tuple(image.shape[1:]) != tuple(self.image_size):
                 sy, sx = self.image_size[0] / image.shape[1], self.image_size[1] / image.shape[2]
-                image = F.interpolate(image[None], size=self.image_size, mode="bilinear", align_corners=False,
-                                      antialias=True)[0]
+                image = F.interpolate(
+                    image[None], size=self.image_size, mode="bilinear", align_corners=False, antialias=True
+                )[0]
                 k = scale_intrinsics(k, sx, sy)
             images.append(image)
             intrinsics.append(torch.from_numpy(k).float())
             extrinsics.append(torch.from_numpy(camera.extrinsic).float())
             if view == views[0]:
                 depth_range = camera.depth_range()
-        return {"images": torch.stack(images), "intrinsics": torch.stack(intrinsics),
-                "extrinsics": torch.stack(extrinsics), "depth_range": torch.tensor(depth_range, dtype=torch.float32),
-                "scan": scene, "view_ids": torch.tensor(views)}
+        return {
+            "images": torch.stack(images),
+            "intrinsics": torch.stack(intrinsics),
+            "extrinsics": torch.stack(extrinsics),
+            "depth_range": torch.tensor(depth_range, dtype=torch.float32),
+            "scan": scene,
+            "view_ids": torch.tensor(views),
+        }
 
 
 class MVSProjectDataModule(L.LightningDataModule):
@@ -81,9 +95,17 @@ class MVSProjectDataModule(L.LightningDataModule):
     min_score: Skip reference views whose best pair score is not above this (Tanks and Temples: 1.0).
     """
 
-    def __init__(self, root: str, scenes: tuple[str, ...], num_views: int = 5,
-                 image_size: tuple[int, int] | None = None, cams_folder: str = "cams", min_score: float | None = None,
-                 batch_size: int = 1, num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        root: str,
+        scenes: tuple[str, ...],
+        num_views: int = 5,
+        image_size: tuple[int, int] | None = None,
+        cams_folder: str = "cams",
+        min_score: float | None = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+    ) -> None:
         super().__init__()
         if cams_folder not in ("cams", "cams_1"):
             raise ValueError(f"`cams_folder` must be 'cams' or 'cams_1', got {cams_folder!r}")
@@ -93,8 +115,9 @@ class MVSProjectDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
 
     def setup(self, stage: str) -> None:
-        self.predict_set = MVSProjectViews(self.root, self.scenes, self.num_views, self.image_size, self.cams_folder,
-                                           self.min_score)
+        self.predict_set = MVSProjectViews(
+            self.root, self.scenes, self.num_views, self.image_size, self.cams_folder, self.min_score
+        )
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(self.predict_set, self.batch_size, num_workers=self.num_workers)

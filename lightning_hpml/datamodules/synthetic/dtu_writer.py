@@ -85,8 +85,9 @@ def write_synthetic_dtu(
     return out
 
 
-def write_mvs_project(root: str | Path, scene: str = "scan1", num_views: int = 5, height: int = 96, width: int = 128,
-                      seed: int = 0) -> Path:
+def write_mvs_project(
+    root: str | Path, scene: str = "scan1", num_views: int = 5, height: int = 96, width: int = 128, seed: int = 0
+) -> Path:
     """One scene in the evaluation / Tanks-and-Temples project layout (``images``, ``cams``, ``pair.txt``), at
     full image scale, plus its exact depth maps under ``<scene>/depths/`` for checking predictions."""
     out = Path(root)
@@ -99,10 +100,14 @@ def write_mvs_project(root: str | Path, scene: str = "scan1", num_views: int = 5
     for view, extrinsic in enumerate(cameras):
         rgb, depth = render_view(scene_data, extrinsic, intrinsic, height, width)
         write_rgb(out / scene / "images" / f"{view:08d}.jpg", rgb)
-        write_cam_txt(out / scene / "cams" / f"{view:08d}_cam.txt",
-                      MVSCamera(extrinsic, intrinsic, depth_min=2.0, depth_interval=0.04))
+        write_cam_txt(
+            out / scene / "cams" / f"{view:08d}_cam.txt",
+            MVSCamera(extrinsic, intrinsic, depth_min=2.0, depth_interval=0.04),
+        )
         write_pfm(out / scene / "depths" / f"{view:08d}.pfm", depth)
-        others = sorted((v for v in range(num_views) if v != view), key=lambda v: np.linalg.norm(centres[v] - centres[view]))
+        others = sorted(
+            (v for v in range(num_views) if v != view), key=lambda v: np.linalg.norm(centres[v] - centres[view])
+        )
         pairs[view] = [(v, 2.0 + float(np.exp(-np.linalg.norm(centres[v] - centres[view])))) for v in others]
     write_pair_txt(out / scene / "pair.txt", pairs)
     return out
