@@ -34,6 +34,22 @@ DTU_LIGHTS = 7
 _LIGHT_GAINS = np.linspace(0.55, 1.25, DTU_LIGHTS)
 
 
+def _intrinsic(height: int, width: int) -> np.ndarray:
+    focal = 1.1 * width
+    return np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1.0]])
+
+
+def _pairs_by_distance(cameras: list[np.ndarray], score_offset: float = 0.0) -> dict[int, list[tuple[int, float]]]:
+    """pair.txt contents: for each view, the others nearest first, scored ``offset + exp(-distance)``."""
+    centres = np.stack([-e[:3, :3].T @ e[:3, 3] for e in cameras])
+    pairs = {}
+    for ref in range(len(cameras)):
+        distance = np.linalg.norm(centres - centres[ref], axis=1)
+        others = sorted((v for v in range(len(cameras)) if v != ref), key=lambda v: distance[v])
+        pairs[ref] = [(v, score_offset + float(np.exp(-distance[v]))) for v in others]
+    return pairs
+
+
 def write_synthetic_dtu(
     root: str | Path,
     scans: list[int] | tuple[int, ...] = (1, 2, 3, 4),
@@ -48,8 +64,7 @@ def write_synthetic_dtu(
     positive_int("height", height)
     positive_int("width", width)
     out = prepare_output_root(root, overwrite=overwrite)
-    focal = 1.1 * width
-    intrinsic = np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1.0]])
+    intrinsic = _intrinsic(height, width)
     cameras = arc_cameras(num_views)
     quarter = intrinsic.copy()
     quarter[:2] /= 4.0  # DTU's training cams are at the 1/4 feature scale
@@ -58,14 +73,7 @@ def write_synthetic_dtu(
             out / "Cameras" / "train" / f"{view:08d}_cam.txt",
             MVSCamera(extrinsic, quarter, depth_min=2.0, depth_interval=0.04),
         )
-    centres = np.stack([-e[:3, :3].T @ e[:3, 3] for e in cameras])
-    pairs = {}
-    for ref in range(num_views):
-        others = sorted(
-            (v for v in range(num_views) if v != ref), key=lambda v: np.linalg.norm(centres[v] - centres[ref])
-        )
-        pairs[ref] = [(v, float(np.exp(-np.linalg.norm(centres[v] - centres[ref])))) for v in others]
-    write_pair_txt(out / "Cameras" / "pair.txt", pairs)
+    write_pair_txt(out / "Cameras" / "pair.txt", _pairs_by_distance(cameras))
     for scan in scans:
         scene = tabletop_scene(item_rng(seed, f"dtu/scan{scan}"))
         for view, extrinsic in enumerate(cameras):
@@ -89,14 +97,12 @@ def write_mvs_project(
     root: str | Path, scene: str = "scan1", num_views: int = 5, height: int = 96, width: int = 128, seed: int = 0
 ) -> Path:
     """One scene in the evaluation / Tanks-and-Temples project layout (``images``, ``cams``, ``pair.txt``), at
-    full image scale, plus its exact depth maps under ``<scene>/depths/`` for checking predictions."""
+    full image scale, plus its exact depth maps under ``<scene>/depths/`` for checking predictions. Pair scores are
+    above 2 (Tanks and Temples loaders skip views whose best score is <= 1)."""
     out = Path(root)
-    focal = 1.1 * width
-    intrinsic = np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1.0]])
+    intrinsic = _intrinsic(height, width)
     cameras = arc_cameras(num_views)
     scene_data = tabletop_scene(item_rng(seed, f"project/{scene}"))
-    centres = np.stack([-e[:3, :3].T @ e[:3, 3] for e in cameras])
-    pairs = {}
     for view, extrinsic in enumerate(cameras):
         rgb, depth = render_view(scene_data, extrinsic, intrinsic, height, width)
         write_rgb(out / scene / "images" / f"{view:08d}.jpg", rgb)
@@ -105,9 +111,5 @@ def write_mvs_project(
             MVSCamera(extrinsic, intrinsic, depth_min=2.0, depth_interval=0.04),
         )
         write_pfm(out / scene / "depths" / f"{view:08d}.pfm", depth)
-        others = sorted(
-            (v for v in range(num_views) if v != view), key=lambda v: np.linalg.norm(centres[v] - centres[view])
-        )
-        pairs[view] = [(v, 2.0 + float(np.exp(-np.linalg.norm(centres[v] - centres[view])))) for v in others]
-    write_pair_txt(out / scene / "pair.txt", pairs)
+    write_pair_txt(out / scene / "pair.txt", _pairs_by_distance(cameras, score_offset=2.0))
     return out
