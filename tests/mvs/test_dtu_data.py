@@ -65,3 +65,23 @@ def test_splits_and_depth_resolution_rules():
 def test_missing_dataset_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="Cameras/pair.txt not found"):
         DTUDataModule(root=str(tmp_path)).setup("fit")
+
+
+def test_cameras_1_folder_reads_max_depth(dtu, tmp_path):
+    import shutil
+
+    from lightning_hpml.datamodules.formats.mvs_cameras import read_cam_txt, write_cam_txt
+
+    root = tmp_path / "dtu"
+    shutil.copytree(dtu.data_root, root)
+    for cam_file in sorted((root / "Cameras" / "train").glob("*_cam.txt")):
+        camera = read_cam_txt(cam_file)
+        camera.depth_max, camera.depth_interval = 9.0, None
+        write_cam_txt(root / "Cameras_1" / cam_file.name, camera)
+    data = DTUDataModule(
+        root=str(root), num_views=3, cams_folder="Cameras_1", train_scans=(2,), val_scans=(3,), test_scans=(4,)
+    )
+    data.setup("fit")
+    assert data.datasets["val"][0]["depth_range"].tolist() == [2.0, 9.0]
+    with pytest.raises(ValueError, match="cams_folder"):
+        DTUDataModule(cams_folder="cams")

@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+import torchmetrics
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import StrategyRegistry
 from torch import nn
@@ -236,13 +237,21 @@ def test_loss_scaler_backs_off_on_overflow_and_grows_after_clean_steps():
     assert restored.state_dict() == scaler.state_dict()
 
 
-def test_profiling_leaves_buffers_and_rng_untouched():
+def test_profiling_leaves_buffers_metrics_and_rng_untouched():
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 2))
+    model.train_mean = torchmetrics.MeanMetric()
     stats = model[1].running_mean.clone()
     torch.manual_seed(3)
     rng = torch.get_rng_state()
-    profile = profile_forward(model, lambda: model(torch.randn(5, 4)).sum())  # randn and dropout draw numbers
+
+    def step():
+        out = model(torch.randn(5, 4)).sum()  # randn and dropout draw numbers
+        model.train_mean.update(out.detach())
+        return out
+
+    profile = profile_forward(model, step)
     assert torch.equal(torch.get_rng_state(), rng)
+    assert model.train_mean._update_count == 0 and float(model.train_mean.weight) == 0.0
     assert torch.equal(model[1].running_mean, stats) and model[1].num_batches_tracked.item() == 0
     assert profile.module_calls == [["0.weight", "0.bias"], ["1.weight", "1.bias"], ["3.weight", "3.bias"]]
     assert profile.activation_bytes > 0

@@ -130,9 +130,18 @@ def _depth_to_image_grid(depth: np.ndarray, image_shape: tuple[int, int], path: 
 
 
 class DTUViews(Dataset):
-    def __init__(self, root: Path, scans: tuple[int, ...], lights: tuple[int, ...], num_views: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        scans: tuple[int, ...],
+        lights: tuple[int, ...],
+        num_views: int,
+        cams_folder: str = "Cameras/train",
+    ) -> None:
         self.root = root
         self.num_views = num_views
+        self.cams_folder = cams_folder
+        self.second_field = "max" if cams_folder.startswith("Cameras_1") else "interval"
         self.pairs = read_pair_txt(root / "Cameras" / "pair.txt")
         self.samples = [(scan, light, ref) for scan in scans for light in lights for ref in self.pairs]
         missing = [s for s in scans if not (root / "Rectified" / f"scan{s}_train").is_dir()]
@@ -154,7 +163,7 @@ class DTUViews(Dataset):
         images, intrinsics, extrinsics = [], [], []
         for view in views:
             image = read_rgb(self.root / "Rectified" / f"scan{scan}_train" / f"rect_{view + 1:03d}_{light}_r5000.png")
-            camera = read_cam_txt(self.root / "Cameras" / "train" / f"{view:08d}_cam.txt")
+            camera = read_cam_txt(self.root / self.cams_folder / f"{view:08d}_cam.txt", self.second_field)
             images.append(torch.from_numpy(image).permute(2, 0, 1).float() / 255.0)
             intrinsics.append(torch.from_numpy(scale_intrinsics(camera.intrinsic, 4.0, 4.0)))
             extrinsics.append(torch.from_numpy(camera.extrinsic))
@@ -182,6 +191,8 @@ class DTUDataModule(L.LightningDataModule):
     num_views: Reference plus source views per sample.
     train_scans, val_scans, test_scans: Override the MVSNet_pytorch splits (scan numbers).
     batch_size, num_workers: DataLoader settings.
+    cams_folder: Camera folder under ``root``: ``"Cameras/train"`` (MVSNet: second depth field = interval) or
+        IterMVS's ``"Cameras_1"`` (second field = max depth, used by DispMVS); intrinsics at 1/4 scale in both.
     synthetic_scans, synthetic_views, synthetic_size, synthetic_seed: The synthetic tree (train on all but the last
         two scans, validate on the second to last, test on the last).
     """
@@ -195,6 +206,7 @@ class DTUDataModule(L.LightningDataModule):
         test_scans: tuple[int, ...] | None = None,
         batch_size: int = 1,
         num_workers: int = 0,
+        cams_folder: str = "Cameras/train",
         synthetic_scans: tuple[int, ...] = (1, 2, 3, 4),
         synthetic_views: int = 5,
         synthetic_size: tuple[int, int] = (64, 80),
@@ -205,6 +217,9 @@ class DTUDataModule(L.LightningDataModule):
         self.num_views = num_views
         self.batch_size = batch_size
         self.num_workers = num_workers
+        if cams_folder not in ("Cameras/train", "Cameras", "Cameras_1"):
+            raise ValueError(f"`cams_folder` must be 'Cameras/train', 'Cameras' or 'Cameras_1', got {cams_folder!r}")
+        self.cams_folder = cams_folder
         self.synthetic = {
             "scans": tuple(synthetic_scans),
             "num_views": synthetic_views,
@@ -243,7 +258,9 @@ class DTUDataModule(L.LightningDataModule):
             )
         all_lights = tuple(range(DTU_LIGHTS))
         self.datasets = {
-            split: DTUViews(root, scans, all_lights if split == "train" else (_EVAL_LIGHT,), self.num_views)
+            split: DTUViews(
+                root, scans, all_lights if split == "train" else (_EVAL_LIGHT,), self.num_views, self.cams_folder
+            )
             for split, scans in self.scans.items()
         }
 

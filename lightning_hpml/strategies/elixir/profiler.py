@@ -3,19 +3,22 @@
 Elixir traces the step on the meta device and measures the activation peak on CUDA
 (``tracer/param_tracer``, ``tracer/memory_tracer``). Here one real forward pass of ``training_step`` runs on the
 plain module (before any chunking, so on the host), under forked RNG and with buffers (BatchNorm statistics)
-restored afterwards, so the real first step is unchanged, and with Lightning logging switched off. Module forward pre-hooks give the access order; a saved-tensor hook sums the bytes
+and torchmetrics states restored afterwards, so the real first step is unchanged (and metrics updated inside
+``training_step`` do not count the profiling batch), with Lightning logging switched off. Module forward pre-hooks give the access order; a saved-tensor hook sums the bytes
 autograd keeps for backward, which is the activation memory the plan must leave room for. The backward order is
 taken as the reverse of the forward order, which holds for the feed-forward models this targets.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 __all__ = ["StepProfile", "profile_forward"]
 
@@ -80,6 +83,7 @@ def profile_forward(module: nn.Module, run_forward: Callable[[], object]) -> Ste
     handles = [m.register_forward_pre_hook(before_call) for m in module.modules()]
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     buffers = [(b, b.detach().clone()) for b in module.buffers()]  # e.g. BatchNorm statistics: must not move
+    metrics = [(m, _metric_snapshot(m)) for m in module.modules() if isinstance(m, Metric)]  # train/* metrics
     try:
         with torch.random.fork_rng(devices=devices), _logging_disabled(module):
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -91,4 +95,18 @@ def profile_forward(module: nn.Module, run_forward: Callable[[], object]) -> Ste
         with torch.no_grad():
             for buffer, saved in buffers:
                 buffer.copy_(saved)
+        for metric, saved in metrics:
+            _metric_restore(metric, saved)
     return profile
+
+
+def _metric_snapshot(metric: Metric) -> dict:
+    state = {key: copy.deepcopy(value) for key, value in metric.metric_state.items()}
+    return {"state": state, "update_count": metric._update_count, "computed": metric._computed}
+
+
+def _metric_restore(metric: Metric, saved: dict) -> None:
+    for key, value in saved["state"].items():
+        setattr(metric, key, value)
+    metric._update_count = saved["update_count"]
+    metric._computed = saved["computed"]
