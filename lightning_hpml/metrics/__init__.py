@@ -5,6 +5,9 @@ Stereo disparity: :class:`EndPointError` / :func:`end_point_error` (pixels), :cl
 :func:`stereo_metric_collection`, the set a stereo LightningModule logs as ``val/epe``, ``val/d1_all``,
 ``val/bad_1px`` ... All keep sums and counts reduced with ``sum`` across processes, so values under DDP are over the
 union of pixels.
+
+Depth: :class:`DepthMetrics` (monocular / panorama: AbsRel, RMSE, deltas) and :class:`MVSDepthMetrics` (multi-view
+stereo: mean absolute error and % of pixels within thresholds).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from lightning_hpml.metrics.bad_pixel import BadPixelRate, bad_pixel_rate
 from lightning_hpml.metrics.d1 import D1Error, d1_error
 from lightning_hpml.metrics.depth import DEPTH_METRIC_NAMES, DepthMetrics, depth_metrics
 from lightning_hpml.metrics.epe import EndPointError, end_point_error
+from lightning_hpml.metrics.mvs_depth import MVSDepthMetrics
 from lightning_hpml.metrics.normal import NormalAngleError, normal_angle_error, normal_angles
 from lightning_hpml.metrics.stereo import bad_pixel_metric_name, stereo_metric_collection
 
@@ -22,6 +26,7 @@ __all__ = [
     "D1Error",
     "DepthMetrics",
     "EndPointError",
+    "MVSDepthMetrics",
     "NormalAngleError",
     "bad_pixel_metric_name",
     "bad_pixel_rate",

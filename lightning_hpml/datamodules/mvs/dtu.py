@@ -137,8 +137,10 @@ class DTUViews(Dataset):
         lights: tuple[int, ...],
         num_views: int,
         cams_folder: str = "Cameras/train",
+        source_pool: int | None = None,
     ) -> None:
         self.root = root
+        self.source_pool = source_pool
         self.num_views = num_views
         self.cams_folder = cams_folder
         self.second_field = "max" if cams_folder.startswith("Cameras_1") else "interval"
@@ -159,7 +161,13 @@ class DTUViews(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         scan, light, ref = self.samples[index]
-        views = [ref] + [v for v, _ in self.pairs[ref][: self.num_views - 1]]
+        candidates = [v for v, _ in self.pairs[ref]]
+        if self.source_pool is None:
+            sources = candidates[: self.num_views - 1]
+        else:  # DispMVS's --views_aug: a random subset of the best `source_pool` neighbours
+            pool = candidates[: max(self.source_pool, self.num_views - 1)]
+            sources = [pool[i] for i in torch.randperm(len(pool))[: self.num_views - 1].tolist()]
+        views = [ref, *sources]
         images, intrinsics, extrinsics = [], [], []
         for view in views:
             image = read_rgb(self.root / "Rectified" / f"scan{scan}_train" / f"rect_{view + 1:03d}_{light}_r5000.png")
@@ -193,6 +201,9 @@ class DTUDataModule(L.LightningDataModule):
     batch_size, num_workers: DataLoader settings.
     cams_folder: Camera folder under ``root``: ``"Cameras/train"`` (MVSNet: second depth field = interval) or
         IterMVS's ``"Cameras_1"`` (second field = max depth, used by DispMVS); intrinsics at 1/4 scale in both.
+    source_pool: For training, draw the source views at random from the best ``source_pool`` views of ``pair.txt``
+        (DispMVS trains with 4 of the best 10); ``None``: always the best ``num_views - 1``. Evaluation always uses
+        the best.
     synthetic_scans, synthetic_views, synthetic_size, synthetic_seed: The synthetic tree (train on all but the last
         two scans, validate on the second to last, test on the last).
     """
@@ -207,6 +218,7 @@ class DTUDataModule(L.LightningDataModule):
         batch_size: int = 1,
         num_workers: int = 0,
         cams_folder: str = "Cameras/train",
+        source_pool: int | None = None,
         synthetic_scans: tuple[int, ...] = (1, 2, 3, 4),
         synthetic_views: int = 5,
         synthetic_size: tuple[int, int] = (64, 80),
@@ -220,6 +232,9 @@ class DTUDataModule(L.LightningDataModule):
         if cams_folder not in ("Cameras/train", "Cameras", "Cameras_1"):
             raise ValueError(f"`cams_folder` must be 'Cameras/train', 'Cameras' or 'Cameras_1', got {cams_folder!r}")
         self.cams_folder = cams_folder
+        if source_pool is not None and source_pool < num_views - 1:
+            raise ValueError(f"`source_pool` ({source_pool}) must be at least num_views - 1 = {num_views - 1}")
+        self.source_pool = source_pool
         self.synthetic = {
             "scans": tuple(synthetic_scans),
             "num_views": synthetic_views,
@@ -259,7 +274,12 @@ class DTUDataModule(L.LightningDataModule):
         all_lights = tuple(range(DTU_LIGHTS))
         self.datasets = {
             split: DTUViews(
-                root, scans, all_lights if split == "train" else (_EVAL_LIGHT,), self.num_views, self.cams_folder
+                root,
+                scans,
+                all_lights if split == "train" else (_EVAL_LIGHT,),
+                self.num_views,
+                self.cams_folder,
+                self.source_pool if split == "train" else None,
             )
             for split, scans in self.scans.items()
         }

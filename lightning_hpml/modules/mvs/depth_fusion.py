@@ -8,16 +8,23 @@ reference depth. Pixels consistent with at least ``min_views`` source views (and
 ``confidence_threshold`` and depth inside ``depth_range``) become points: the average of the reference point and its
 consistent re-projections, coloured from the reference image. DTU's defaults in DispMVS: 3 views, 0.01 relative,
 0.25-0.75 px by scan. Returns an :class:`open3d.geometry.PointCloud` (write it with ``open3d.io.write_point_cloud``).
+:func:`fuse_prediction_folder` does the same for a folder written by the MVS prediction writer.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import open3d as o3d
 import torch
 from torch import Tensor
 
-__all__ = ["fuse_depth_maps"]
+from lightning_hpml.datamodules.formats.image import read_rgb
+from lightning_hpml.datamodules.formats.mvs_cameras import read_cam_txt, read_pair_txt
+from lightning_hpml.datamodules.formats.pfm import read_pfm
+
+__all__ = ["fuse_depth_maps", "fuse_prediction_folder"]
 
 
 def _lift(depth: Tensor, intrinsic: Tensor, extrinsic: Tensor, pixels: Tensor) -> Tensor:
@@ -89,3 +96,32 @@ def fuse_depth_maps(
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(torch.cat(all_points).numpy()))
     cloud.colors = o3d.utility.Vector3dVector(np.ascontiguousarray(torch.cat(all_colours).clamp(0, 1).numpy()))
     return cloud
+
+
+def fuse_prediction_folder(scene_dir: str | Path, **fusion_args) -> o3d.geometry.PointCloud:
+    """Fuse the predictions saved by :class:`~lightning_hpml.callbacks.MVSPredictionWriter` for one scene.
+
+    Reads ``<scene_dir>/pair.txt`` (the source views used for each reference), ``depth_est/{view:08d}.pfm``,
+    ``confidence/{view:08d}.pfm``, ``images/{view:08d}.png`` and ``cams/{view:08d}_cam.txt`` (at the prediction
+    resolution), so a folder can be re-fused offline with other thresholds. Only source views that have a depth map
+    themselves are checked. ``fusion_args`` go to :func:`fuse_depth_maps` (thresholds, ``min_views``,
+    ``depth_range``, ``confidence_threshold``).
+    """
+    scene_dir = Path(scene_dir)
+    pairs = read_pair_txt(scene_dir / "pair.txt")
+    views = sorted(pairs)
+    index = {view: i for i, view in enumerate(views)}
+    cameras = [read_cam_txt(scene_dir / "cams" / f"{view:08d}_cam.txt", "max") for view in views]
+    depths = torch.stack([torch.from_numpy(read_pfm(scene_dir / "depth_est" / f"{v:08d}.pfm").copy()) for v in views])
+    confidences = torch.stack(
+        [torch.from_numpy(read_pfm(scene_dir / "confidence" / f"{v:08d}.pfm").copy()) for v in views]
+    )
+    images = torch.stack(
+        [torch.from_numpy(read_rgb(scene_dir / "images" / f"{v:08d}.png")).permute(2, 0, 1) / 255.0 for v in views]
+    )
+    intrinsics = torch.from_numpy(np.stack([c.intrinsic for c in cameras]))
+    extrinsics = torch.from_numpy(np.stack([c.extrinsic for c in cameras]))
+    view_pairs = {index[ref]: [index[s] for s, _ in sources if s in index] for ref, sources in pairs.items()}
+    return fuse_depth_maps(
+        depths, images.float(), intrinsics, extrinsics, view_pairs, confidences=confidences, **fusion_args
+    )
