@@ -12,6 +12,7 @@ import open3d as o3d
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lightning_hpml.datamodules.formats.image import write_rgb
@@ -136,6 +137,12 @@ class MVSPredictionWriter(BasePredictionWriter):
                 path = self.output_dir / self.ply_name.format(scene=scene, number=int(number) if number else 0)
                 if path.exists() and not self.overwrite:
                     raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+                if len(cloud.points) == 0:
+                    rank_zero_warn(
+                        f"MVSPredictionWriter: no pixel of scene {scene!r} is consistent in {self.fusion_args['min_views']}"
+                        f" views; {path} not written (lower min_views or raise the thresholds)"
+                    )
+                    continue
                 o3d.io.write_point_cloud(str(path), cloud)
 
 

@@ -290,7 +290,7 @@ class DTUDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["val"], self.batch_size, num_workers=self.num_workers)
+        return DataLoader(self.datasets["val"], batch_size=self.batch_size, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["test"], self.batch_size, num_workers=self.num_workers)
+        return DataLoader(self.datasets["test"], batch_size=self.batch_size, num_workers=self.num_workers)

@@ -120,4 +120,4 @@ class MVSProjectDataModule(L.LightningDataModule):
         )
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.predict_set, self.batch_size, num_workers=self.num_workers)
+        return DataLoader(self.predict_set, batch_size=self.batch_size, num_workers=self.num_workers)

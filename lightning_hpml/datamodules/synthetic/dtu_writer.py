@@ -94,11 +94,20 @@ def write_synthetic_dtu(
 
 
 def write_mvs_project(
-    root: str | Path, scene: str = "scan1", num_views: int = 5, height: int = 96, width: int = 128, seed: int = 0
+    root: str | Path,
+    scene: str = "scan1",
+    num_views: int = 5,
+    height: int = 96,
+    width: int = 128,
+    seed: int = 0,
+    cams_folder: str = "cams",
 ) -> Path:
     """One scene in the evaluation / Tanks-and-Temples project layout (``images``, ``cams``, ``pair.txt``), at
     full image scale, plus its exact depth maps under ``<scene>/depths/`` for checking predictions. Pair scores are
-    above 2 (Tanks and Temples loaders skip views whose best score is <= 1)."""
+    above 2 (Tanks and Temples loaders skip views whose best score is <= 1). ``cams_folder="cams_1"`` writes
+    IterMVS-style cameras whose depth line is ``DEPTH_MIN DEPTH_MAX``; ``"cams"`` MVSNet's ``DEPTH_MIN INTERVAL``."""
+    if cams_folder not in ("cams", "cams_1"):
+        raise ValueError(f"`cams_folder` must be 'cams' or 'cams_1', got {cams_folder!r}")
     out = Path(root)
     intrinsic = _intrinsic(height, width)
     cameras = arc_cameras(num_views)
@@ -106,10 +115,11 @@ def write_mvs_project(
     for view, extrinsic in enumerate(cameras):
         rgb, depth = render_view(scene_data, extrinsic, intrinsic, height, width)
         write_rgb(out / scene / "images" / f"{view:08d}.jpg", rgb)
-        write_cam_txt(
-            out / scene / "cams" / f"{view:08d}_cam.txt",
-            MVSCamera(extrinsic, intrinsic, depth_min=2.0, depth_interval=0.04),
-        )
+        if cams_folder == "cams_1":
+            camera = MVSCamera(extrinsic, intrinsic, depth_min=2.0, depth_max=10.0)
+        else:
+            camera = MVSCamera(extrinsic, intrinsic, depth_min=2.0, depth_interval=0.04)
+        write_cam_txt(out / scene / cams_folder / f"{view:08d}_cam.txt", camera)
         write_pfm(out / scene / "depths" / f"{view:08d}.pfm", depth)
     write_pair_txt(out / scene / "pair.txt", _pairs_by_distance(cameras, score_offset=2.0))
     return out

@@ -149,6 +149,11 @@ class DispMVS(nn.Module):
                 f"(for {self.levels[0]} cost levels on the 1/16 grid), got {height}x{width}"
             )
         depth_range = depth_range.float()
+        if not ((depth_range[:, 0] > 0) & (depth_range[:, 1] > depth_range[:, 0])).all():
+            raise ValueError(
+                f"depth_range must hold 0 < d_min < d_max per sample, got {depth_range.tolist()} (a camera file whose "
+                "second depth field is an interval read as a maximum, or the reverse?)"
+            )
         features4, features16 = self.feature_net(images.flatten(0, 1) * 2.0 - 1.0)
         features4 = features4.unflatten(0, (batch, views))
         features16 = features16.unflatten(0, (batch, views))
