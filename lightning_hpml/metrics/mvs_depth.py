@@ -63,9 +63,10 @@ class MVSDepthMetrics(Metric):
         has_pixels = count > 0
         n = count.clamp_min(1).double()
         values = [error.sum(1) / n, *(100.0 * ((error < t) & mask).sum(1) / n for t in self.thresholds)]
-        self.sums += torch.stack(values, 1)[has_pixels].sum(0)
-        self.images += int(has_pixels.sum())
-        self.skipped_images += int((~has_pixels).sum())
+        # Out-of-place: states reset under ``torch.inference_mode`` (Lightning's evaluation) stay usable outside it.
+        self.sums = self.sums + torch.stack(values, 1)[has_pixels].sum(0)
+        self.images = self.images + int(has_pixels.sum())
+        self.skipped_images = self.skipped_images + int((~has_pixels).sum())
 
     def compute(self) -> dict[str, Tensor]:
         mean = self.sums / self.images if self.images > 0 else torch.full_like(self.sums, math.nan)
