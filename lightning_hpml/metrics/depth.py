@@ -30,10 +30,8 @@ __all__ = ["DEPTH_METRIC_NAMES", "DepthMetrics", "depth_metrics"]
 DEPTH_METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
 
 
-def _per_image(
-    pred: Tensor, target: Tensor, valid: Tensor, min_depth: float, max_depth: float
-) -> tuple[Tensor, Tensor]:
-    """Per-image metric values ``(N, 7)`` for images with valid pixels, and the mask of those images ``(B,)``."""
+def check_depth_inputs(pred: Tensor, target: Tensor, valid: Tensor) -> None:
+    """Raise a clear error unless ``pred``, ``target`` and boolean ``valid`` are same-shaped batches of depth maps."""
     if pred.shape != target.shape or valid.shape != target.shape:
         raise ValueError(
             f"`pred`, `target` and `valid` must have the same shape, got {tuple(pred.shape)}, "
@@ -43,6 +41,13 @@ def _per_image(
         raise TypeError(f"`valid` must be a boolean tensor, got dtype {valid.dtype}")
     if pred.ndim < 3:
         raise ValueError(f"expected a batch of depth maps (B, H, W) or (B, 1, H, W), got shape {tuple(pred.shape)}")
+
+
+def _per_image(
+    pred: Tensor, target: Tensor, valid: Tensor, min_depth: float, max_depth: float
+) -> tuple[Tensor, Tensor]:
+    """Per-image metric values ``(N, 7)`` for images with valid pixels, and the mask of those images ``(B,)``."""
+    check_depth_inputs(pred, target, valid)
     batch = pred.shape[0]
     pred = pred.detach().reshape(batch, -1).double().clamp(min_depth, max_depth)
     target = target.reshape(batch, -1).double().clamp(min_depth, max_depth)

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_hpml.metrics.depth import check_depth_inputs
+
 __all__ = ["MVSDepthMetrics"]
 
 
@@ -48,13 +50,7 @@ class MVSDepthMetrics(Metric):
         self.add_state("skipped_images", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, pred: Tensor, target: Tensor, valid: Tensor) -> None:
-        if pred.shape != target.shape or valid.shape != target.shape:
-            raise ValueError(
-                f"`pred`, `target` and `valid` must have the same shape, got {tuple(pred.shape)}, "
-                f"{tuple(target.shape)}, {tuple(valid.shape)}"
-            )
-        if valid.dtype != torch.bool:
-            raise TypeError(f"`valid` must be a boolean tensor, got dtype {valid.dtype}")
+        check_depth_inputs(pred, target, valid)
         batch = pred.shape[0]
         mask = valid.reshape(batch, -1) & torch.isfinite(target.reshape(batch, -1))
         error = (pred.detach().reshape(batch, -1).double() - target.reshape(batch, -1).double()).abs()
