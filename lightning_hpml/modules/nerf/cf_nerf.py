@@ -62,6 +62,7 @@ class CFNeRFModule(L.LightningModule):
     init_views, init_epochs, epochs, part_views, global_every, refine_levels: The schedule
         (:class:`IncrementalSchedule`); incremental stages run at the DataModule's ``pyramid_level``.
     test_pose_steps, test_pose_lr: Test-time pose refinement of held-out frames.
+    seed: Seeds each step's ray choice, jitter and density noise from (seed, step), so resuming is exact.
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class CFNeRFModule(L.LightningModule):
         refine_levels: tuple[int, ...] = (),
         test_pose_steps: int = 200,
         test_pose_lr: float = 1e-3,
+        seed: int = 3407,
     ) -> None:
         super().__init__()
         if not 0 <= near < far:
@@ -107,7 +109,7 @@ class CFNeRFModule(L.LightningModule):
             "global_every": global_every,
             "refine_levels": tuple(refine_levels),
         }
-        self.test_pose_steps, self.test_pose_lr = test_pose_steps, test_pose_lr
+        self.test_pose_steps, self.test_pose_lr, self.seed = test_pose_steps, test_pose_lr, seed
         self.cameras: LearnedCameras | None = None
         self.schedule: IncrementalSchedule | None = None
         self.register_buffer("schedule_step", torch.zeros((), dtype=torch.long))
@@ -173,11 +175,14 @@ class CFNeRFModule(L.LightningModule):
         if stage_index != int(self.current_stage):
             self._start_stage(stage_index, stage, optimizers)
         colours, height, width = self._sequence(stage.level)
-        chosen = torch.randperm(height * width, device=self.device)[: self.rays_per_step]
+        generator = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + step)
+        chosen = torch.randperm(height * width, device=self.device, generator=generator)[: self.rays_per_step]
         pixels = torch.stack([chosen % width, chosen // width], -1).float()
-        jittered = pixels + torch.rand_like(pixels) - 0.5
+        jittered = pixels + torch.rand(pixels.shape, device=self.device, generator=generator) - 0.5
         pose = self.cameras.camera_to_world(torch.tensor([view], device=self.device))[0]
-        out = self.render_pixels(jittered, pose, height, width, perturb=True, sigma_noise_std=self.sigma_noise_std)
+        out = self.render_pixels(
+            jittered, pose, height, width, perturb=True, sigma_noise_std=self.sigma_noise_std, generator=generator
+        )
         loss = F.smooth_l1_loss(out["rgb"], colours[view, chosen])
         for optimizer in optimizers.values():
             optimizer.zero_grad()
@@ -245,8 +250,8 @@ class CFNeRFModule(L.LightningModule):
         start = apply_similarity(batch["camera_to_world"].cpu(), *inverse)[0].float().to(self.device)
         image = batch["image"][0].clone()
         height, width = image.shape[-2:]
-        with torch.inference_mode(False), torch.enable_grad():
-            image = image.clone()
+        with torch.inference_mode(False), torch.enable_grad():  # Lightning tests under inference mode
+            image, start = image.clone(), start.clone()
             pose = self._refine_test_pose(image, start, height, width)
         rendered = self.render_image(pose, height, width)
         self.test_psnr.update(rendered[None].clamp(0, 1), image[None])
@@ -260,8 +265,9 @@ class CFNeRFModule(L.LightningModule):
         colours = image.permute(1, 2, 0).reshape(-1, 3)
         self.field.requires_grad_(False)
         try:
+            generator = torch.Generator(device=self.device).manual_seed(self.seed)
             for _ in range(self.test_pose_steps):
-                chosen = torch.randperm(height * width, device=self.device)[: self.rays_per_step]
+                chosen = torch.randperm(height * width, device=self.device, generator=generator)[: self.rays_per_step]
                 pixels = torch.stack([chosen % width, chosen // width], -1).float()
                 pose = _compose(start, delta_rotation, delta_translation)
                 loss = F.smooth_l1_loss(self.render_pixels(pixels, pose, height, width)["rgb"], colours[chosen])

@@ -33,12 +33,15 @@ def render_rays(
     samples: int,
     perturb: bool = True,
     sigma_noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
-    """Render rays (N, 3): ``rgb`` (N, 3), ``depth`` (N,) camera-frame z, ``opacity`` (N,)."""
+    """Render rays (N, 3): ``rgb`` (N, 3), ``depth`` (N,) camera-frame z, ``opacity`` (N,). Random jitter and
+    density noise come from ``generator`` when given (reproducible steps)."""
     bins = torch.linspace(0.0, 1.0, samples + 1, device=origins.device, dtype=origins.dtype)
     lower, upper = bins[:-1], bins[1:]
     if perturb:
-        t = lower + (upper - lower) * torch.rand(origins.shape[0], samples, device=origins.device)
+        jitter = torch.rand(origins.shape[0], samples, device=origins.device, generator=generator)
+        t = lower + (upper - lower) * jitter
     else:
         t = ((lower + upper) / 2).expand(origins.shape[0], samples)
     z = near + (far - near) * t  # (N, S)
@@ -46,7 +49,7 @@ def render_rays(
     unit = directions / directions.norm(dim=-1, keepdim=True)
     rgb, sigma = field(points, unit[:, None].expand_as(points))
     if sigma_noise_std > 0:
-        sigma = sigma + torch.randn_like(sigma) * sigma_noise_std
+        sigma = sigma + torch.randn(sigma.shape, device=sigma.device, generator=generator) * sigma_noise_std
     delta = torch.cat([z[:, 1:] - z[:, :-1], torch.full_like(z[:, :1], 1e10)], -1) * directions.norm(dim=-1)[:, None]
     alpha = 1.0 - torch.exp(-torch.relu(sigma) * delta)
     transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-10], -1), -1)[:, :-1]
