@@ -31,7 +31,8 @@ def test_schedule_follows_the_official_stage_order():
         ("refine", tuple(range(7)), 1), ("refine", tuple(range(7)), 0),
     ]  # fmt: skip
     init, local = schedule.stages[0], schedule.stages[1]
-    assert (init.nerf, init.focal, init.rotation, init.translation) == (True, True, False, True)
+    assert (init.nerf, init.focal, init.rotation, init.translation) == (True, True, True, True)
+    assert not IncrementalSchedule(4, init_rotation=False).stages[0].rotation  # the official code's init
     assert (local.nerf, local.rotation, local.register) == (False, True, 3)
     assert schedule.total_steps == sum(s.epochs * len(s.views) for s in schedule.stages)
     # every epoch visits each view of its stage once; the mapping is a pure function of the step

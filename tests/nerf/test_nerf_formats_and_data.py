@@ -47,7 +47,7 @@ def test_transforms_json_round_trips_and_poses_follow_the_renderer(scene, tmp_pa
         np.testing.assert_allclose(a.camera_to_world, b.camera_to_world)
         np.testing.assert_allclose(a.intrinsic, b.intrinsic)
     # OpenGL -> OpenCV gives back the renderer's world-to-camera inverse.
-    world_to_camera = arc_cameras(7, spread_deg=50.0, radius=4.0)
+    world_to_camera = arc_cameras(7, spread_deg=50.0, radius=4.0, height_swing=0.6)
     for frame, expected in zip(frames, world_to_camera):
         np.testing.assert_allclose(np.linalg.inv(opengl_to_opencv(frame.camera_to_world)), expected, atol=1e-9)
 

@@ -30,12 +30,19 @@ def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
     return extrinsic
 
 
-def arc_cameras(num_views: int, spread_deg: float = 40.0, radius: float = 5.0) -> list[np.ndarray]:
-    """World-to-camera extrinsics of ``num_views`` cameras on a horizontal arc looking at the scene centre."""
-    angles = np.radians(np.linspace(-spread_deg / 2, spread_deg / 2, num_views))
+def arc_cameras(
+    num_views: int, spread_deg: float = 40.0, radius: float = 5.0, height_swing: float = 0.0
+) -> list[np.ndarray]:
+    """World-to-camera extrinsics of ``num_views`` cameras on an arc looking at the scene centre.
+
+    ``height_swing`` moves the cameras up and down along the arc (one sine period, as a hand-held capture), so the
+    camera centres do not lie on one line."""
+    fractions = np.linspace(0.0, 1.0, num_views)
+    angles = np.radians((fractions - 0.5) * spread_deg)
     cameras = []
-    for angle in angles:
+    for fraction, angle in zip(fractions, angles):
         offset = radius * np.array([np.sin(angle), -0.12, -np.cos(angle)])
+        offset[1] -= height_swing * np.sin(2 * np.pi * fraction)
         cameras.append(_look_at(SCENE_CENTRE + offset, SCENE_CENTRE))
     return cameras
 

@@ -8,7 +8,8 @@ Layout written (what ``ns-process-data`` produces for Nerfbusters' two videos)::
 
 The split follows nerfstudio's "filename" evaluation mode (basename containing ``train`` or ``eval``). The camera
 circles the textured tabletop scene of :mod:`.mvs_scene` while looking at its centre, turning ``arc_deg`` degrees
-in all, so consecutive training frames differ by a strong rotation (CF-NeRF's setting) and a translation.
+in all and moving up and down, so consecutive training frames differ by a strong rotation (CF-NeRF's setting)
+and a translation, and the camera centres span a surface (well-posed Sim(3) alignment for the pose evaluation).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def write_synthetic_nerfbuster(
     focal = 0.9 * width
     intrinsic = np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1.0]])
     scene_data = tabletop_scene(item_rng(seed, f"nerfbuster/{scene}"))
-    cameras = arc_cameras(2 * train_frames - 1, spread_deg=arc_deg, radius=4.0)
+    cameras = arc_cameras(2 * train_frames - 1, spread_deg=arc_deg, radius=4.0, height_swing=0.6)
     frames = []
     for index, world_to_camera in enumerate(cameras):
         split = "train" if index % 2 == 0 else "eval"

@@ -19,7 +19,9 @@ only used to log ``pose/rotation_deg`` and ``pose/translation`` after each stage
 into the learned frame through the alignment, its pose refined for ``test_pose_steps`` steps with the NeRF frozen
 (the usual test-time optimisation of pose-free NeRFs), rendered, and scored by PSNR and SSIM (torchmetrics).
 
-Differences from the official code: the schedule lengths, learning rates, field size and samples per ray are
+Differences from the official code: rotations are optimised in the initialisation stage too (``init_rotation``;
+the official code leaves the first images at identity rotation, which fails for trajectories that turn from the
+start); the schedule lengths, learning rates, field size and samples per ray are
 arguments (defaults are the official values; the test and demo configs shrink them for a CPU); the first image of a
 new stage's pose copy and the optimiser resets are keyed to the global step so a resumed run continues exactly; the
 SIREN first-layer frequency is an explicit 20 (the official passes ``sigma_mul`` there, also 20).
@@ -57,9 +59,10 @@ class CFNeRFModule(L.LightningModule):
     near, far, samples: Ray bounds and stratified samples per ray (official: 0, 6, 128).
     rays_per_step: Pixels rendered per step (official scripts: 1024 or 2048).
     nerf_lr, camera_lr: Adam learning rates of the field and of focal/rotations/translations (1e-3 each).
+    rotation_lr: A separate rotation learning rate (default: ``camera_lr``).
     nerf_decay, nerf_decay_every, camera_decay, camera_decay_every: Step-decay of the learning rates.
     sigma_noise_std: Gaussian noise on densities during training (official ``raw_noise_std`` 1.0).
-    init_views, init_epochs, epochs, part_views, global_every, refine_levels: The schedule
+    init_views, init_epochs, epochs, part_views, global_every, refine_levels, init_rotation: The schedule
         (:class:`IncrementalSchedule`); incremental stages run at the DataModule's ``pyramid_level``.
     test_pose_steps, test_pose_lr: Test-time pose refinement of held-out frames.
     seed: Seeds each step's ray choice, jitter and density noise from (seed, step), so resuming is exact.
@@ -74,6 +77,7 @@ class CFNeRFModule(L.LightningModule):
         rays_per_step: int = 1024,
         nerf_lr: float = 1e-3,
         camera_lr: float = 1e-3,
+        rotation_lr: float | None = None,
         nerf_decay: float = 0.9954,
         nerf_decay_every: int = 20,
         camera_decay: float = 0.9,
@@ -85,6 +89,7 @@ class CFNeRFModule(L.LightningModule):
         part_views: int = 3,
         global_every: int = 5,
         refine_levels: tuple[int, ...] = (),
+        init_rotation: bool = True,
         test_pose_steps: int = 200,
         test_pose_lr: float = 1e-3,
         seed: int = 3407,
@@ -96,7 +101,8 @@ class CFNeRFModule(L.LightningModule):
         self.automatic_optimization = False
         self.field = field if field is not None else RadianceField()
         self.near, self.far, self.samples, self.rays_per_step = near, far, samples, rays_per_step
-        self.lrs = {"nerf": nerf_lr, "focal": camera_lr, "rotation": camera_lr, "translation": camera_lr}
+        rotation_lr = camera_lr if rotation_lr is None else rotation_lr
+        self.lrs = {"nerf": nerf_lr, "focal": camera_lr, "rotation": rotation_lr, "translation": camera_lr}
         self.decay = {"nerf": (nerf_decay, nerf_decay_every)} | {
             g: (camera_decay, camera_decay_every) for g in _GROUPS[1:]
         }
@@ -108,6 +114,7 @@ class CFNeRFModule(L.LightningModule):
             "part_views": part_views,
             "global_every": global_every,
             "refine_levels": tuple(refine_levels),
+            "init_rotation": init_rotation,
         }
         self.test_pose_steps, self.test_pose_lr, self.seed = test_pose_steps, test_pose_lr, seed
         self.cameras: LearnedCameras | None = None

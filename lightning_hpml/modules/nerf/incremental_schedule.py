@@ -4,7 +4,9 @@ From the official ``train_iter_pose.py`` (see the reference notes, section 3.3).
 views with one step (one batch of rays from one view) per view:
 
 1. ``init``: the first ``init_views`` images for ``init_epochs`` epochs (views shuffled), optimising the NeRF, the
-   focal and the translations (rotations stay at identity).
+   focal, the translations and (``init_rotation=True``, our default) the rotations. The official code does not step
+   the rotation optimiser here, so the first images keep identity rotations until the next stages; that only suits
+   nearly parallel first views (``init_rotation=False`` reproduces it).
 2. For each further image ``i``: ``local`` ("implicit localisation") - image ``i`` starts at the pose of image
    ``i - 1`` and only its rotation and translation are optimised, NeRF frozen, ``epochs`` steps; ``part`` - NeRF and
    poses of the last ``part_views`` images, ``epochs`` epochs; ``global`` ("implicit optimisation") - NeRF, focal and
@@ -50,6 +52,7 @@ class IncrementalSchedule:
     init_views, init_epochs, epochs, part_views, global_every: As in the module docstring (official: 3, 3000,
         600 or 900, 3, 5 or 10).
     refine_levels: Pyramid levels of the final global stages (official scripts: 2, 1, 0).
+    init_rotation: Optimise rotations during ``init`` (the official code does not).
     """
 
     def __init__(
@@ -62,10 +65,11 @@ class IncrementalSchedule:
         part_views: int = 3,
         global_every: int = 5,
         refine_levels: tuple[int, ...] = (),
+        init_rotation: bool = True,
     ) -> None:
         if num_images < init_views:
             raise ValueError(f"need at least init_views = {init_views} images, got {num_images}")
-        stages = [Stage("init", tuple(range(init_views)), init_epochs, level, True, True, False, True)]
+        stages = [Stage("init", tuple(range(init_views)), init_epochs, level, True, True, init_rotation, True)]
         for i in range(init_views, num_images):
             stages.append(Stage("local", (i,), epochs, level, False, False, True, True, register=i))
             stages.append(Stage("part", tuple(range(max(0, i - part_views + 1), i + 1)), epochs, level, True, False,
