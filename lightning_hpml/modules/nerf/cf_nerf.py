@@ -263,7 +263,9 @@ class CFNeRFModule(L.LightningModule):
         rendered = self.render_image(pose, height, width)
         self.test_psnr.update(rendered[None].clamp(0, 1), image[None])
         self.test_ssim.update(rendered[None].clamp(0, 1), image[None])
-        self.log_dict({"test/rotation_deg": errors["rotation_deg"], "test/translation": errors["translation"]})
+        self.log_dict(
+            {"test/rotation_deg": errors["rotation_deg"], "test/translation": errors["translation"]}, batch_size=1
+        )
 
     def _refine_test_pose(self, image: Tensor, start: Tensor, height: int, width: int) -> Tensor:
         delta_rotation = torch.zeros(3, device=self.device, requires_grad=True)
