@@ -160,16 +160,15 @@ class DispMVS(nn.Module):
         context4, context16 = self.context_net(images[:, 0] * 2.0 - 1.0)
         if init_depth is None:
             init_depth = self._initial_depth((batch, 1, height // 16, width // 16), depth_range)
-        coarse, _ = self._stage(0, features16, context16, intrinsics, extrinsics, init_depth, depth_range, 16)
+        coarse, confidence = self._stage(0, features16, context16, intrinsics, extrinsics, init_depth, depth_range, 16)
         fine_init = _depth_from_normalised(coarse[-1].detach(), depth_range)
-        fine, confidence = [], None
+        fine = []
         if self.iterations[1] > 0:
             fine, confidence = self._stage(1, features4, context4, intrinsics, extrinsics, fine_init, depth_range, 4)
             depth = _depth_from_normalised(fine[-1], depth_range)
-        else:
+        else:  # coarse stage only: its 1/4-resolution output, brought to full size
             depth = F.interpolate(fine_init, scale_factor=UPSAMPLE_FACTOR, mode="nearest")
-        if confidence is None:
-            confidence = torch.ones_like(depth)
+            confidence = F.interpolate(confidence, scale_factor=UPSAMPLE_FACTOR, mode="nearest")
         return {"depth": depth, "confidence": confidence, "coarse": coarse, "fine": fine, "init_depth": init_depth}
 
     def _stage(
