@@ -132,7 +132,9 @@ class CFNeRFModule(L.LightningModule):
         if data is None or not hasattr(data, "train_sequence"):
             raise ValueError("CFNeRFModule needs a DataModule with `train_sequence(level)` (e.g. NeRFBusterDataModule)")
         self.data = data
-        num_images = len(data.train_sequence().names)
+        sequence = data.train_sequence()
+        self.true_poses = sequence.camera_to_world  # evaluation only (None without ground truth)
+        num_images = len(sequence.names)
         if self.cameras is None:
             self.cameras = LearnedCameras(num_images)
         elif self.cameras.rotations.shape[0] != num_images:
@@ -223,7 +225,7 @@ class CFNeRFModule(L.LightningModule):
 
     def _end_stage(self, index: int, stage: Stage) -> None:
         registered = max(stage.views) + 1
-        truth = self.data.train_sequence().camera_to_world
+        truth = self.true_poses
         entry = {"stage": index, "name": stage.name, "registered": registered, "level": stage.level}
         if truth is not None and registered >= 3:
             errors = camera_pose_errors(self.learned_poses()[:registered], truth[:registered])
@@ -248,7 +250,7 @@ class CFNeRFModule(L.LightningModule):
 
     # -- evaluation -------------------------------------------------------------------------------------------------
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        truth = self.data.train_sequence().camera_to_world
+        truth = self.true_poses
         if truth is None:
             raise ValueError("testing needs ground-truth cameras of the training frames to align the learned frame")
         errors = camera_pose_errors(self.learned_poses(), truth)
