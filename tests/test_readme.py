@@ -16,7 +16,9 @@ def test_readme_python_quickstart_runs(tmp_path):
     assert blocks, "README has no python code block"
     script = tmp_path / "quickstart.py"
     script.write_text("\n\n".join(blocks))
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    # One intra-op thread: under pytest-xdist another worker shares the 2 cores, and oversubscribed torch threads
+    # spin-wait (the script then runs ten times slower).
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
     )

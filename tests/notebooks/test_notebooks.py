@@ -18,6 +18,7 @@ def test_notebooks_exist():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_executes(path: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HPML_NOTEBOOK_SMALL", "1")  # notebooks that have a quick mode use it
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # another xdist worker shares the cores: avoid spin-waiting threads
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(
