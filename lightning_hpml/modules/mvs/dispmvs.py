@@ -85,7 +85,7 @@ def _inverse_depth_to_normalised(inverse: Tensor, depth_range: Tensor) -> Tensor
 
 class DispMVS(nn.Module):
     """Args:
-    width: Channel multiplier (1.0 = the official model, about 9.6 M parameters... see ``tests``).
+    width: Channel multiplier (1.0 = the official layer plan, 10,444,838 parameters).
     coarse_iterations, fine_iterations: GRU iterations on the 1/16 and 1/4 grids (official ``--iter 2 8``).
     coarse_levels, coarse_radius, fine_levels, fine_radius: Cost pyramid levels and radius (4/4 and 2/2).
     modulated_context: DCNv2 instead of DCNv1 in the context heads.
