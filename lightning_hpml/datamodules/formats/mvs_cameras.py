@@ -35,6 +35,7 @@ __all__ = [
     "MVSCamera",
     "MVSCameraFormatError",
     "crop_intrinsics",
+    "downsample_intrinsics",
     "read_cam_txt",
     "read_pair_txt",
     "scale_intrinsics",
@@ -179,6 +180,15 @@ def scale_intrinsics(intrinsic: np.ndarray, scale_x: float, scale_y: float) -> n
     k = np.array(intrinsic, dtype=np.float64, copy=True)
     k[0, :] *= scale_x
     k[1, :] *= scale_y
+    return k
+
+
+def downsample_intrinsics(intrinsic, factor: float):
+    """K (numpy or torch, (..., 3, 3)) for an image downsampled by ``factor`` with pixel centres kept aligned
+    (``c' = (c + 0.5) / factor - 0.5``), as average pooling, ``cv2.pyrDown`` and strided feature grids do."""
+    k = intrinsic * 1.0  # a copy, for numpy arrays and tensors alike
+    k[..., :2, :2] = intrinsic[..., :2, :2] / factor
+    k[..., :2, 2] = (intrinsic[..., :2, 2] + 0.5) / factor - 0.5
     return k
 
 

@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_hpml.datamodules.formats.image import read_rgb
+from lightning_hpml.datamodules.formats.mvs_cameras import downsample_intrinsics
 from lightning_hpml.datamodules.formats.nerfstudio import opengl_to_opencv, read_transforms_json
 from lightning_hpml.datamodules.stereo.base import synthetic_cache_dir
 from lightning_hpml.datamodules.synthetic.nerfbuster_writer import write_synthetic_nerfbuster
@@ -58,14 +59,6 @@ def _pyramid(image: np.ndarray, level: int) -> np.ndarray:
     for _ in range(level):
         image = cv2.pyrDown(image)
     return image
-
-
-def _pyramid_intrinsic(intrinsic: np.ndarray, level: int) -> np.ndarray:
-    k = np.array(intrinsic, dtype=np.float64)
-    for _ in range(level):
-        k[:2, :2] /= 2.0
-        k[:2, 2] = (k[:2, 2] + 0.5) / 2.0 - 0.5
-    return k
 
 
 class _StepPacer(Dataset):
@@ -207,7 +200,7 @@ class NeRFBusterDataModule(L.LightningDataModule):
             camera_to_world=None if poses is None else torch.from_numpy(poses).float(),
             intrinsics=None
             if intrinsics is None
-            else torch.from_numpy(np.stack([_pyramid_intrinsic(k, level) for k in intrinsics])).float(),
+            else torch.from_numpy(downsample_intrinsics(intrinsics, 2.0**level)).float(),
         )
 
     def train_sequence(self, level: int | None = None) -> ImageSequence:

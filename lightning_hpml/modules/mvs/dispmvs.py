@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_hpml.datamodules.formats.mvs_cameras import downsample_intrinsics
 from lightning_hpml.modules.layers.convex_upsampling import convex_upsample
 from lightning_hpml.modules.layers.epipolar_flow import EpipolarFlow
 from lightning_hpml.modules.mvs.dispmvs_encoder import DispMVSEncoder, scaled
@@ -56,10 +57,7 @@ __all__ = ["DispMVS", "dispmvs", "dispmvs_tiny", "grid_intrinsics", "normalised_
 
 def grid_intrinsics(intrinsics: Tensor, stride: int) -> Tensor:
     """Intrinsics (..., 3, 3) for a feature grid of stride ``stride`` whose cells are centred on input-pixel blocks."""
-    k = intrinsics.clone()
-    k[..., :2, :2] = intrinsics[..., :2, :2] / stride
-    k[..., :2, 2] = (intrinsics[..., :2, 2] + 0.5) / stride - 0.5
-    return k
+    return downsample_intrinsics(intrinsics, stride)
 
 
 def normalised_inverse_depth(depth: Tensor, depth_range: Tensor) -> Tensor:

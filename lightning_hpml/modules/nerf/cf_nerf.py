@@ -249,11 +249,13 @@ class CFNeRFModule(L.LightningModule):
             self.cameras = LearnedCameras(checkpoint["state_dict"]["cameras.rotations"].shape[0])
 
     # -- evaluation -------------------------------------------------------------------------------------------------
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        truth = self.true_poses
-        if truth is None:
+    def on_test_epoch_start(self) -> None:
+        if self.true_poses is None:
             raise ValueError("testing needs ground-truth cameras of the training frames to align the learned frame")
-        errors = camera_pose_errors(self.learned_poses(), truth)
+        self.test_alignment = camera_pose_errors(self.learned_poses(), self.true_poses)  # once: poses are frozen
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        errors = self.test_alignment
         scale, rotation, offset = errors["scale"], errors["rotation"], errors["translation_offset"]
         inverse = (1.0 / scale, rotation.T, -(rotation.T @ offset) / scale)
         start = apply_similarity(batch["camera_to_world"].cpu(), *inverse)[0].float().to(self.device)
@@ -305,6 +307,9 @@ class CFNeRFModule(L.LightningModule):
     @torch.no_grad()
     def render_gif(self, path: str | Path, height: int, width: int, frames_between: int = 4, fps: int = 8) -> Path:
         """Render a novel-view GIF along the learned trajectory (poses interpolated between the learned cameras)."""
+        path = Path(path)
+        if path.exists():
+            raise FileExistsError(f"{path} already exists")
         poses = self.learned_poses().double().numpy()
         times = np.arange(len(poses), dtype=np.float64)
         slerp = Slerp(times, Rotation.from_matrix(poses[:, :3, :3]))
@@ -316,9 +321,6 @@ class CFNeRFModule(L.LightningModule):
             pose = torch.from_numpy(np.concatenate([rotation, centre[:, None]], 1)).float().to(self.device)
             rgb = self.render_image(pose, height, width).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
             images.append(Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)))
-        path = Path(path)
-        if path.exists():
-            raise FileExistsError(f"{path} already exists")
         path.parent.mkdir(parents=True, exist_ok=True)
         images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
         return path
