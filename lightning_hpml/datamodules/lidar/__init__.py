@@ -1,0 +1,23 @@
+"""LiDAR 3D object detection DataModules (KITTI 3D object) and their point-cloud augmentation.
+
+Batches are dicts of per-frame lists (point and box counts differ per frame): ``points``, ``boxes`` (LiDAR frame,
+``x, y, z_centre, l, w, h, yaw``), ``labels``, ``calib``, ... (see :mod:`.kitti_object`).
+"""
+
+from lightning_hpml.datamodules.lidar.augmentation import GTDatabase
+from lightning_hpml.datamodules.lidar.kitti_object import (
+    KITTI_OBJECT_LAYOUT,
+    RIDE_GT_SAMPLING,
+    KITTIObjectDataModule,
+    KittiObjectDataset,
+    kitti_object_collate,
+)
+
+__all__ = [
+    "KITTI_OBJECT_LAYOUT",
+    "RIDE_GT_SAMPLING",
+    "GTDatabase",
+    "KITTIObjectDataModule",
+    "KittiObjectDataset",
+    "kitti_object_collate",
+]
