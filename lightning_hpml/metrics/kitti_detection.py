@@ -41,8 +41,8 @@ Deviations from OpenPCDet's evaluator (all deliberate):
       ``alpha`` is -10 (KITTI's "unknown").
     - A class/difficulty with no counted ground truth has AP 0 (as in OpenPCDet, whose sampling finds no threshold);
       the mAP summaries (``ap3d_mod_r40`` ...) average over all configured classes, including such zeros.
-    - The C++ devkit additionally drops ``DontCare``-covered detections for BEV and 3D using the 2D box; OpenPCDet
-      (followed here) does it for ``bbox`` only.
+    - ``DontCare`` suppression is applied to the ``bbox`` metric only, as in OpenPCDet (its BEV/3D passes skip it);
+      whether the C++ devkit's 3D evaluation also suppresses BEV/3D detections was not checked for this port.
 """
 
 from __future__ import annotations
