@@ -41,6 +41,7 @@ __all__ = [
     "boxes_to_corners",
     "camera_boxes_to_lidar",
     "empty_label",
+    "kitti_result_label",
     "lidar_boxes_to_camera",
     "lidar_boxes_to_image_bbox",
     "observation_angle",
@@ -469,6 +470,37 @@ def lidar_boxes_to_image_bbox(
         bbox[:, [0, 2]] = np.clip(bbox[:, [0, 2]], 0, width - 1)
         bbox[:, [1, 3]] = np.clip(bbox[:, [1, 3]], 0, height - 1)
     return bbox
+
+
+def kitti_result_label(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    names: list[str],
+    calib: KittiCalibration,
+    image_shape: tuple[int, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """A label dict with scores (the KITTI result-file format) for LiDAR-frame detections, as OpenPCDet fills it:
+    camera-frame location / dimensions / rotation_y, ``alpha`` from them, the projected 2-D box clipped to the image,
+    truncation and occlusion 0."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    if len(scores) != len(boxes) or len(names) != len(boxes):
+        raise ValueError(
+            f"need one score and name per box: {len(boxes)} boxes, {len(scores)} scores, {len(names)} names"
+        )
+    location, dimensions, rotation_y = lidar_boxes_to_camera(boxes, calib)
+    label = empty_label(with_score=True)
+    label.update(
+        name=np.asarray(names, dtype=label["name"].dtype),
+        truncated=np.zeros(len(boxes)),
+        occluded=np.zeros(len(boxes), dtype=label["occluded"].dtype),
+        alpha=observation_angle(location, rotation_y),
+        bbox=lidar_boxes_to_image_bbox(boxes, calib, image_shape),
+        dimensions=dimensions,
+        location=location,
+        rotation_y=rotation_y,
+        score=np.asarray(scores, dtype=np.float64).reshape(-1),
+    )
+    return label
 
 
 def points_in_fov(points: np.ndarray, calib: KittiCalibration, image_shape: tuple[int, int]) -> np.ndarray:
