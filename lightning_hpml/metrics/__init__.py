@@ -8,6 +8,9 @@ union of pixels.
 
 Depth: :class:`DepthMetrics` (monocular / panorama: AbsRel, RMSE, deltas) and :class:`MVSDepthMetrics` (multi-view
 stereo: mean absolute error and % of pixels within thresholds).
+
+LiDAR detection: :class:`KITTIDetectionAP` (the KITTI benchmark's 2D / BEV / 3D AP_R40 and AP_R11 and AOS, with its
+difficulty and don't-care rules) over exact rotated IoUs (:mod:`lightning_hpml.metrics.rotated_iou`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from lightning_hpml.metrics.bad_pixel import BadPixelRate, bad_pixel_rate
 from lightning_hpml.metrics.d1 import D1Error, d1_error
 from lightning_hpml.metrics.depth import DEPTH_METRIC_NAMES, DepthMetrics, depth_metrics
 from lightning_hpml.metrics.epe import EndPointError, end_point_error
+from lightning_hpml.metrics.kitti_detection import KITTIDetectionAP, kitti_detection_ap
 from lightning_hpml.metrics.mvs_depth import MVSDepthMetrics
 from lightning_hpml.metrics.normal import NormalAngleError, normal_angle_error, normal_angles
 from lightning_hpml.metrics.stereo import bad_pixel_metric_name, stereo_metric_collection
@@ -26,6 +30,7 @@ __all__ = [
     "D1Error",
     "DepthMetrics",
     "EndPointError",
+    "KITTIDetectionAP",
     "MVSDepthMetrics",
     "NormalAngleError",
     "bad_pixel_metric_name",
@@ -33,6 +38,7 @@ __all__ = [
     "d1_error",
     "depth_metrics",
     "end_point_error",
+    "kitti_detection_ap",
     "normal_angle_error",
     "normal_angles",
     "stereo_metric_collection",
