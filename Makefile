@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@# nuscenes-devkit 1.2.0 declares numpy<2 but what we use works with numpy 2; its other deps are in `dev`.
+	$(PY) -m pip install --quiet --no-deps nuscenes-devkit==1.2.0
 	touch $(STAMP)
 
 install: $(STAMP)
