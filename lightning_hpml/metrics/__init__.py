@@ -10,7 +10,9 @@ Depth: :class:`DepthMetrics` (monocular / panorama: AbsRel, RMSE, deltas) and :c
 stereo: mean absolute error and % of pixels within thresholds).
 
 LiDAR detection: :class:`KITTIDetectionAP` (the KITTI benchmark's 2D / BEV / 3D AP_R40 and AP_R11 and AOS, with its
-difficulty and don't-care rules) over exact rotated IoUs (:mod:`lightning_hpml.metrics.rotated_iou`).
+difficulty and don't-care rules) over exact rotated IoUs (:mod:`lightning_hpml.metrics.rotated_iou`);
+:class:`~lightning_hpml.metrics.nuscenes_detection.NuScenesDetectionMetric` (mAP, NDS through nuscenes-devkit, imported
+from its module so that the devkit stays optional).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""LiDAR 3D object detection DataModules (KITTI 3D object) and their point-cloud augmentation.
+"""LiDAR 3D object detection DataModules (KITTI 3D object, nuScenes) and their point-cloud augmentation.
 
 Batches are dicts of per-frame lists (point and box counts differ per frame): ``points``, ``boxes`` (LiDAR frame,
 ``x, y, z_centre, l, w, h, yaw``), ``labels``, ``calib``, ... (see :mod:`.kitti_object`).
@@ -12,6 +12,7 @@ from lightning_hpml.datamodules.lidar.kitti_object import (
     KittiObjectDataset,
     kitti_object_collate,
 )
+from lightning_hpml.datamodules.lidar.nuscenes import NuScenesDataModule, NuScenesDataset
 
 __all__ = [
     "KITTI_OBJECT_LAYOUT",
@@ -19,5 +20,7 @@ __all__ = [
     "GTDatabase",
     "KITTIObjectDataModule",
     "KittiObjectDataset",
+    "NuScenesDataModule",
+    "NuScenesDataset",
     "kitti_object_collate",
 ]

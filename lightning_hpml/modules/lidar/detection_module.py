@@ -11,7 +11,10 @@ decoupled weight decay 0.01 under a one-cycle schedule (max lr 0.01, 40 % warm-u
 at batch 8. Post-processing: score > 0.1, class-agnostic rotated NMS at BEV IoU 0.01, at most 500 boxes.
 
 Evaluation: :class:`~lightning_hpml.metrics.kitti_detection.KITTIDetectionAP` (2D / BEV / 3D AP_R40 and AP_R11, AOS),
-logged as ``val/<key>`` and ``test/<key>`` (e.g. ``test/ap3d_car_mod_r40``). With ``rotation_test=True`` every test
+logged as ``val/<key>`` and ``test/<key>`` (e.g. ``test/ap3d_car_mod_r40``). A DataModule with a
+``detection_metric()`` factory brings its own evaluation instead: :class:`~lightning_hpml.datamodules.lidar.
+NuScenesDataModule` gives the devkit's nuScenes mAP / NDS (``test/map``, ``test/nds``, ``test/mate``, ...; set
+``robustness_key: map``). With ``rotation_test=True`` every test
 frame is evaluated twice, as RIDE's protocol: as given (NR, "no rotation", ``test/...``) and with the whole scene
 rotated about the LiDAR z axis by an angle uniform in [-pi, pi] drawn from ``(rotation_seed, frame id)``, the
 predictions rotated back before evaluation (AR, "arbitrary rotation", ``test/ar/...``). The rotation robustness is
@@ -103,9 +106,15 @@ class LiDARDetectionModule(L.LightningModule):
         if getattr(self.detector, "num_classes", len(classes)) != len(classes):
             raise ValueError(f"the detector has {self.detector.num_classes} classes, `classes` names {len(classes)}")
         self.classes = tuple(classes)
-        self.val_ap = KITTIDetectionAP(classes=self.classes, include_loose=include_loose)
-        self.test_ap = KITTIDetectionAP(classes=self.classes, include_loose=include_loose)
-        self.test_ap_rotated = KITTIDetectionAP(classes=self.classes, include_loose=include_loose)
+        self.val_ap = self.test_ap = self.test_ap_rotated = None  # built in `setup`, once the data is known
+
+    def setup(self, stage: str) -> None:
+        data = self.trainer.datamodule if self._trainer is not None else None
+        factory = getattr(data, "detection_metric", None)  # the dataset's own evaluation (nuScenes), if any
+        if factory is None:
+            include_loose = self.hparams.include_loose
+            factory = lambda: KITTIDetectionAP(classes=self.classes, include_loose=include_loose)
+        self.val_ap, self.test_ap, self.test_ap_rotated = factory(), factory(), factory()
 
     # -- training -----------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
@@ -168,9 +177,17 @@ class LiDARDetectionModule(L.LightningModule):
             for d, calib, image_shape in zip(detections, batch["calib"], batch["image_shape"])
         ]
 
+    def _update(self, metric, batch: dict, detections: list[dict[str, Tensor]]) -> None:
+        """Feed detections (already in the unrotated frame) to a KITTI or a dataset-provided metric."""
+        if isinstance(metric, KITTIDetectionAP):
+            metric.update(self._kitti_predictions(batch, detections), batch["annos"])
+        else:
+            fields = {k: [d[k] for d in detections] for k in ("boxes", "scores", "labels")}
+            metric.update(batch["frame_id"], **fields)
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         detections = self._detect_unrotated(batch)
-        self.val_ap.update(self._kitti_predictions(batch, detections), batch["annos"])
+        self._update(self.val_ap, batch, detections)
         if batch_idx == 0:
             self._log_bev(batch, detections)
 
@@ -178,11 +195,10 @@ class LiDARDetectionModule(L.LightningModule):
         self._log_ap("val", self.val_ap)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self.test_ap.update(self._kitti_predictions(batch, self._detect_unrotated(batch)), batch["annos"])
+        self._update(self.test_ap, batch, self._detect_unrotated(batch))
         if self.hparams.rotation_test:
             angles = [scene_rotation_angle(self.hparams.rotation_seed, f) for f in batch["frame_id"]]
-            rotated = self._detect_unrotated(batch, angles)
-            self.test_ap_rotated.update(self._kitti_predictions(batch, rotated), batch["annos"])
+            self._update(self.test_ap_rotated, batch, self._detect_unrotated(batch, angles))
 
     def on_test_epoch_end(self) -> None:
         plain = self._log_ap("test", self.test_ap)
@@ -202,17 +218,19 @@ class LiDARDetectionModule(L.LightningModule):
         return detections
 
     # -- logging ------------------------------------------------------------------------------------------------
-    def _log_ap(self, prefix: str, metric: KITTIDetectionAP) -> dict[str, Tensor]:
+    def _log_ap(self, prefix: str, metric) -> dict[str, Tensor]:
         results = metric.compute()
         metric.reset()
         self.log_dict({f"{prefix}/{k}": v for k, v in results.items()}, sync_dist=False)
         return results
 
     def _log_bev(self, batch: dict, detections: list[dict[str, Tensor]]) -> None:
-        if not isinstance(self.logger, TensorBoardLogger) or self.trainer.sanity_checking:
+        if not isinstance(self.logger, TensorBoardLogger) or self.trainer.sanity_checking or "boxes" not in batch:
             return
         angle = float(batch["rotation"][0])
         points, boxes = rotate_scene(batch["points"][0], batch["boxes"][0], -angle) if angle else (
             batch["points"][0], batch["boxes"][0])  # fmt: skip
-        image = bird_eye_view(points, boxes, detections[0]["boxes"], detections[0]["scores"])
+        area = getattr(self.trainer.datamodule, "point_cloud_range", None)  # the DataModule's range, if it has one
+        extent = {} if area is None else {"x_range": (area[0], area[3]), "y_range": (area[1], area[4])}
+        image = bird_eye_view(points, boxes, detections[0]["boxes"], detections[0]["scores"], **extent)
         self.logger.experiment.add_image("val/bev", image, self.global_step, dataformats="HWC")
