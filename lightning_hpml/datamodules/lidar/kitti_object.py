@@ -41,19 +41,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from typing_extensions import override
 
 from lightning_hpml.datamodules.formats.kitti_object import (
@@ -81,8 +77,8 @@ from lightning_hpml.datamodules.lidar.augmentation import (
 from lightning_hpml.datamodules.lidar.augmentation import (
     gt_sampling as paste_gt_objects,
 )
-from lightning_hpml.datamodules.stereo.base import SYNTHETIC_MARKER, synthetic_cache_dir
-from lightning_hpml.datamodules.stereo.sampling import EpochSeededSampler
+from lightning_hpml.datamodules.lidar.base import LiDARDataModule
+from lightning_hpml.datamodules.stereo.base import synthetic_cache_dir
 from lightning_hpml.datamodules.synthetic.kitti_object_writer import write_kitti_object
 
 __all__ = [
@@ -102,7 +98,6 @@ KITTI_OBJECT_LAYOUT = (
 RIDE_GT_SAMPLING: dict[str, int] = {"Car": 20, "Pedestrian": 15, "Cyclist": 15}
 """Ground-truth sampling targets of the IA-SSD / RIDE KITTI configs."""
 
-_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 _EVAL_STREAM = 0x45564131  # separates evaluation sampling seeds from training (epoch, index) seeds
 _ROTATION_STREAM = 0x52494445  # "RIDE": the test-rotation angle stream
 _SYNTHETIC_FORMAT_VERSION = 1
@@ -288,7 +283,7 @@ def kitti_object_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-class KITTIObjectDataModule(L.LightningDataModule):
+class KITTIObjectDataModule(LiDARDataModule):
     """KITTI 3D object detection from LiDAR, with the IA-SSD / RIDE KITTI training recipe.
 
     Args:
@@ -323,6 +318,9 @@ class KITTIObjectDataModule(L.LightningDataModule):
     Raises:
         ValueError: An argument is out of range or names an unknown class.
     """
+
+    synthetic_name = "KITTI object"
+    collate_fn = staticmethod(kitti_object_collate)
 
     def __init__(
         self,
@@ -437,53 +435,9 @@ class KITTIObjectDataModule(L.LightningDataModule):
         digest = hashlib.sha256(json.dumps(self._synthetic_key(), sort_keys=True).encode()).hexdigest()[:12]
         return synthetic_cache_dir() / f"kitti_object-{digest}"
 
-    def _synthetic_state(self, folder: Path) -> Literal["complete", "absent", "other"]:
-        marker = folder / SYNTHETIC_MARKER
-        if marker.is_file():
-            try:
-                stored = json.loads(marker.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                return "other"
-            return "complete" if stored == self._synthetic_key() else "other"
-        if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
-            return "absent"
-        return "other"
-
     # ----------------------------------------------------------------------------------------------- life cycle
-    @override
-    def prepare_data(self) -> None:
-        """With ``root=None``, write the synthetic tree (into a temporary sibling, renamed when complete).
-
-        Raises:
-            FileExistsError: ``synthetic_dir`` holds something else; nothing there is deleted.
-        """
-        if self.root is not None:
-            return
-        target = self.data_root
-        state = self._synthetic_state(target)
-        if state == "complete":
-            return
-        if state == "other":
-            raise FileExistsError(
-                f"synthetic_dir {target} is not empty and is not a complete synthetic KITTI object tree written "
-                f"with the options {self._synthetic_key()}; delete it or choose another synthetic_dir"
-            )
-        rank_zero_info(f"{type(self).__name__}: writing a synthetic dataset to {target} (once; reused afterwards)")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            tmp.mkdir()
-            write_kitti_object(tmp, **self.resolved_synthetic_options())
-            (tmp / SYNTHETIC_MARKER).write_text(json.dumps(self._synthetic_key(), sort_keys=True), encoding="utf-8")
-            if target.is_dir():
-                target.rmdir()
-            os.replace(tmp, target)
-        except OSError:
-            if self._synthetic_state(target) != "complete":
-                raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    def _write_synthetic(self, folder: Path) -> None:
+        write_kitti_object(folder, **self.resolved_synthetic_options())
 
     @override
     def setup(self, stage: str) -> None:
@@ -495,13 +449,8 @@ class KITTIObjectDataModule(L.LightningDataModule):
                 looked for), or ``root=None`` and ``prepare_data`` has not run.
             KittiObjectFormatError: A split list is malformed.
         """
-        if stage not in _STAGE_SPLITS:
-            raise ValueError(f"`stage` must be one of {sorted(_STAGE_SPLITS)}, got {stage!r}")
-        if self.root is None and self._synthetic_state(self.data_root) != "complete":
-            raise FileNotFoundError(
-                f"no complete synthetic dataset at {self.data_root}; call prepare_data() first (the Trainer does)"
-            )
-        for split in _STAGE_SPLITS[stage]:
+        splits = self._check_stage(stage)
+        for split in splits:
             self.datasets[split] = self.build_dataset(split)
 
     def _frames(self, split_name: str) -> tuple[str, list[str]]:
@@ -587,54 +536,3 @@ class KITTIObjectDataModule(L.LightningDataModule):
             rank_zero_info(f"{type(self).__name__}: no database objects for {empty}; those classes are not sampled")
         self.database = database
         return database
-
-    def _dataset(self, split: str) -> KittiObjectDataset:
-        if split not in self.datasets:
-            stage = next(s for s, splits in _STAGE_SPLITS.items() if split in splits)
-            raise RuntimeError(f"the {split!r} dataset is not built; call setup({stage!r}) first")
-        return self.datasets[split]
-
-    # ---------------------------------------------------------------------------------------------- dataloaders
-    @override
-    def train_dataloader(self) -> DataLoader:
-        dataset = self._dataset("train")
-        trainer = self.trainer
-        world_size = trainer.world_size if trainer is not None else 1
-        rank = trainer.global_rank if trainer is not None else 0
-        sampler = EpochSeededSampler(dataset, num_replicas=world_size, rank=rank, seed=self.seed, shuffle=True)
-        if len(sampler) < self.batch_size:
-            raise ValueError(
-                f"the train split has {len(sampler)} frames per process, fewer than batch_size={self.batch_size}; "
-                "with drop_last=True no batch would be formed"
-            )
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=kitti_object_collate,
-        )
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(
-            self._dataset(split),
-            batch_size=self.eval_batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0 and split == "val",
-            collate_fn=kitti_object_collate,
-        )
-
-    @override
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    @override
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    @override
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("predict")

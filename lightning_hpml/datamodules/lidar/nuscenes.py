@@ -57,18 +57,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import uuid
 import zlib
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from typing_extensions import override
 
 from lightning_hpml.datamodules.formats.kitti_object import wrap_angle
@@ -90,9 +85,9 @@ from lightning_hpml.datamodules.lidar.augmentation import (
     rotate_about_z,
     sample_points,
 )
+from lightning_hpml.datamodules.lidar.base import LiDARDataModule
 from lightning_hpml.datamodules.lidar.kitti_object import kitti_object_collate
-from lightning_hpml.datamodules.stereo.base import SYNTHETIC_MARKER, synthetic_cache_dir
-from lightning_hpml.datamodules.stereo.sampling import EpochSeededSampler
+from lightning_hpml.datamodules.stereo.base import synthetic_cache_dir
 from lightning_hpml.datamodules.synthetic.nuscenes_writer import (
     SYNTHETIC_TRAIN_SPLIT,
     SYNTHETIC_VAL_SPLIT,
@@ -102,7 +97,6 @@ from lightning_hpml.datamodules.synthetic.nuscenes_writer import (
 __all__ = ["NuScenesDataModule", "NuScenesDataset", "nuscenes_frame_infos"]
 
 
-_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 _EVAL_STREAM = 0x45564131
 _ROTATION_STREAM = 0x52494445
 _SYNTHETIC_FORMAT_VERSION = 1
@@ -330,7 +324,7 @@ class NuScenesDataset(Dataset):
         }
 
 
-class NuScenesDataModule(L.LightningDataModule):
+class NuScenesDataModule(LiDARDataModule):
     """nuScenes 3D object detection from LiDAR (multi-sweep), with OpenPCDet's nuScenes training recipe.
 
     Args:
@@ -366,6 +360,9 @@ class NuScenesDataModule(L.LightningDataModule):
     Raises:
         ValueError: An argument is out of range or names an unknown class.
     """
+
+    synthetic_name = "nuScenes"
+    collate_fn = staticmethod(kitti_object_collate)
 
     def __init__(
         self,
@@ -485,18 +482,6 @@ class NuScenesDataModule(L.LightningDataModule):
         digest = hashlib.sha256(json.dumps(self._synthetic_key(), sort_keys=True).encode()).hexdigest()[:12]
         return synthetic_cache_dir() / f"nuscenes-{digest}"
 
-    def _synthetic_state(self, folder: Path) -> Literal["complete", "absent", "other"]:
-        marker = folder / SYNTHETIC_MARKER
-        if marker.is_file():
-            try:
-                stored = json.loads(marker.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                return "other"
-            return "complete" if stored == self._synthetic_key() else "other"
-        if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
-            return "absent"
-        return "other"
-
     @property
     def nusc(self) -> Any:
         """The devkit's ``NuScenes`` object of ``data_root`` / ``version`` (loaded once, on first use)."""
@@ -505,40 +490,8 @@ class NuScenesDataModule(L.LightningDataModule):
         return self._nusc
 
     # ----------------------------------------------------------------------------------------------- life cycle
-    @override
-    def prepare_data(self) -> None:
-        """With ``root=None``, write the synthetic tree (into a temporary sibling, renamed when complete).
-
-        Raises:
-            FileExistsError: ``synthetic_dir`` holds something else; nothing there is deleted.
-        """
-        if self.root is not None:
-            return
-        target = self.data_root
-        state = self._synthetic_state(target)
-        if state == "complete":
-            return
-        if state == "other":
-            raise FileExistsError(
-                f"synthetic_dir {target} is not empty and is not a complete synthetic nuScenes tree written with the "
-                f"options {self._synthetic_key()}; delete it or choose another synthetic_dir"
-            )
-        rank_zero_info(f"{type(self).__name__}: writing a synthetic dataset to {target} (once; reused afterwards)")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            tmp.mkdir()
-            write_nuscenes(tmp, **self.resolved_synthetic_options())
-            (tmp / SYNTHETIC_MARKER).write_text(json.dumps(self._synthetic_key(), sort_keys=True), encoding="utf-8")
-            if target.is_dir():
-                target.rmdir()
-            os.replace(tmp, target)
-        except OSError:
-            if self._synthetic_state(target) != "complete":
-                raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    def _write_synthetic(self, folder: Path) -> None:
+        write_nuscenes(folder, **self.resolved_synthetic_options())
 
     @override
     def setup(self, stage: str) -> None:
@@ -550,13 +503,8 @@ class NuScenesDataModule(L.LightningDataModule):
                 looked for), or ``root=None`` and ``prepare_data`` has not run.
             NuScenesFormatError: A table or scan is malformed.
         """
-        if stage not in _STAGE_SPLITS:
-            raise ValueError(f"`stage` must be one of {sorted(_STAGE_SPLITS)}, got {stage!r}")
-        if self.root is None and self._synthetic_state(self.data_root) != "complete":
-            raise FileNotFoundError(
-                f"no complete synthetic dataset at {self.data_root}; call prepare_data() first (the Trainer does)"
-            )
-        for split in _STAGE_SPLITS[stage]:
+        splits = self._check_stage(stage)
+        for split in splits:
             self.datasets[split] = self.build_dataset(split)
 
     def build_dataset(self, split: str) -> NuScenesDataset:
@@ -601,54 +549,3 @@ class NuScenesDataModule(L.LightningDataModule):
 
         kwargs.setdefault("classes", self.classes)
         return NuScenesDetectionMetric(dataroot=str(self.data_root), version=self.version, nusc=self.nusc, **kwargs)
-
-    def _dataset(self, split: str) -> NuScenesDataset:
-        if split not in self.datasets:
-            stage = next(s for s, splits in _STAGE_SPLITS.items() if split in splits)
-            raise RuntimeError(f"the {split!r} dataset is not built; call setup({stage!r}) first")
-        return self.datasets[split]
-
-    # ---------------------------------------------------------------------------------------------- dataloaders
-    @override
-    def train_dataloader(self) -> DataLoader:
-        dataset = self._dataset("train")
-        trainer = self.trainer
-        world_size = trainer.world_size if trainer is not None else 1
-        rank = trainer.global_rank if trainer is not None else 0
-        sampler = EpochSeededSampler(dataset, num_replicas=world_size, rank=rank, seed=self.seed, shuffle=True)
-        if len(sampler) < self.batch_size:
-            raise ValueError(
-                f"the train split has {len(sampler)} samples per process, fewer than batch_size={self.batch_size}; "
-                "with drop_last=True no batch would be formed"
-            )
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=kitti_object_collate,
-        )
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(
-            self._dataset(split),
-            batch_size=self.eval_batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0 and split == "val",
-            collate_fn=kitti_object_collate,
-        )
-
-    @override
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    @override
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    @override
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("predict")
