@@ -1,8 +1,9 @@
 """What the LiDAR DataModules share: the synthetic-tree cache, the stage -> split map and the DataLoaders.
 
-A subclass sets ``synthetic_name`` (for messages), implements ``_synthetic_key`` (the options that identify a
-synthetic tree), ``_write_synthetic(folder)`` and ``build_dataset(split)``, and keeps ``root``, ``data_root``,
-``datasets``, ``batch_size``, ``eval_batch_size``, ``num_workers`` and ``seed``. Training batches come from an
+A subclass sets ``synthetic_name`` (for messages) and ``synthetic_folder`` (the cache folder's prefix), implements
+``resolved_synthetic_options()`` (the writer's arguments), ``_write_synthetic(folder)`` and ``build_dataset(split)``,
+and keeps ``root``, ``synthetic_dir``, ``datasets``, ``batch_size``, ``eval_batch_size``, ``num_workers`` and
+``seed``. Training batches come from an
 :class:`~lightning_hpml.datamodules.stereo.sampling.EpochSeededSampler` (samples are seeded by ``(epoch, index)``,
 so resuming mid-training is exact); evaluation loaders keep the file order. Batches are collated by
 :func:`~lightning_hpml.datamodules.lidar.kitti_object.kitti_object_collate`'s per-sample lists.
@@ -10,6 +11,7 @@ so resuming mid-training is exact); evaluation loaders keep the file order. Batc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,24 +25,44 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
-from lightning_hpml.datamodules.stereo.base import SYNTHETIC_MARKER
+from lightning_hpml.datamodules.stereo.base import SYNTHETIC_MARKER, synthetic_cache_dir
 from lightning_hpml.datamodules.stereo.sampling import EpochSeededSampler
 
 __all__ = ["STAGE_SPLITS", "LiDARDataModule"]
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 """The splits each Trainer stage builds."""
+_SYNTHETIC_FORMAT_VERSION = 1
 
 
 class LiDARDataModule(L.LightningDataModule):
     """Base of :class:`~lightning_hpml.datamodules.lidar.KITTIObjectDataModule` and ``NuScenesDataModule``."""
 
     synthetic_name = "LiDAR"
+    synthetic_folder = "lidar"
     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]]
 
     # ---------------------------------------------------------------------------------------- synthetic tree
-    def _synthetic_key(self) -> dict[str, Any]:
+    def resolved_synthetic_options(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _synthetic_key(self) -> dict[str, Any]:
+        """What identifies a synthetic tree: the writer version, this class and the writer's options."""
+        return {
+            "version": _SYNTHETIC_FORMAT_VERSION,
+            "writer": f"{type(self).__module__}.{type(self).__qualname__}",
+            "options": json.loads(json.dumps(self.resolved_synthetic_options(), sort_keys=True, default=str)),
+        }
+
+    @property
+    def data_root(self) -> Path:
+        """``root``, or the synthetic tree's folder when ``root`` is ``None``."""
+        if self.root is not None:
+            return Path(self.root).expanduser()
+        if self.synthetic_dir is not None:
+            return Path(self.synthetic_dir).expanduser()
+        digest = hashlib.sha256(json.dumps(self._synthetic_key(), sort_keys=True).encode()).hexdigest()[:12]
+        return synthetic_cache_dir() / f"{self.synthetic_folder}-{digest}"
 
     def _write_synthetic(self, folder: Path) -> None:
         raise NotImplementedError

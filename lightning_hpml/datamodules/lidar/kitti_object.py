@@ -38,8 +38,6 @@ dicts (camera frame, unrotated, DontCare included; empty for unlabelled frames);
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from pathlib import Path
@@ -78,7 +76,6 @@ from lightning_hpml.datamodules.lidar.augmentation import (
     gt_sampling as paste_gt_objects,
 )
 from lightning_hpml.datamodules.lidar.base import LiDARDataModule
-from lightning_hpml.datamodules.stereo.base import synthetic_cache_dir
 from lightning_hpml.datamodules.synthetic.kitti_object_writer import write_kitti_object
 
 __all__ = [
@@ -100,7 +97,6 @@ RIDE_GT_SAMPLING: dict[str, int] = {"Car": 20, "Pedestrian": 15, "Cyclist": 15}
 
 _EVAL_STREAM = 0x45564131  # separates evaluation sampling seeds from training (epoch, index) seeds
 _ROTATION_STREAM = 0x52494445  # "RIDE": the test-rotation angle stream
-_SYNTHETIC_FORMAT_VERSION = 1
 
 
 class KittiObjectDataset(Dataset):
@@ -320,6 +316,7 @@ class KITTIObjectDataModule(LiDARDataModule):
     """
 
     synthetic_name = "KITTI object"
+    synthetic_folder = "kitti_object"
     collate_fn = staticmethod(kitti_object_collate)
 
     def __init__(
@@ -417,23 +414,6 @@ class KITTIObjectDataModule(LiDARDataModule):
     def resolved_synthetic_options(self) -> dict[str, Any]:
         """Writer options for ``root=None``: ``{"seed": seed}`` updated by ``synthetic_options``."""
         return {"seed": self.seed, **self.synthetic_options}
-
-    def _synthetic_key(self) -> dict[str, Any]:
-        return {
-            "version": _SYNTHETIC_FORMAT_VERSION,
-            "writer": f"{type(self).__module__}.{type(self).__qualname__}",
-            "options": json.loads(json.dumps(self.resolved_synthetic_options(), sort_keys=True, default=str)),
-        }
-
-    @property
-    def data_root(self) -> Path:
-        """``root``, or the synthetic tree's folder when ``root`` is ``None``."""
-        if self.root is not None:
-            return Path(self.root).expanduser()
-        if self.synthetic_dir is not None:
-            return Path(self.synthetic_dir).expanduser()
-        digest = hashlib.sha256(json.dumps(self._synthetic_key(), sort_keys=True).encode()).hexdigest()[:12]
-        return synthetic_cache_dir() / f"kitti_object-{digest}"
 
     # ----------------------------------------------------------------------------------------------- life cycle
     def _write_synthetic(self, folder: Path) -> None:

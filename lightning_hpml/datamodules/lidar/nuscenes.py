@@ -54,8 +54,6 @@ sample token, str); ``calib`` dict with float64 4x4 ``lidar_to_ego`` and ``ego_t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import zlib
 from pathlib import Path
@@ -87,7 +85,6 @@ from lightning_hpml.datamodules.lidar.augmentation import (
 )
 from lightning_hpml.datamodules.lidar.base import LiDARDataModule
 from lightning_hpml.datamodules.lidar.kitti_object import kitti_object_collate
-from lightning_hpml.datamodules.stereo.base import synthetic_cache_dir
 from lightning_hpml.datamodules.synthetic.nuscenes_writer import (
     SYNTHETIC_TRAIN_SPLIT,
     SYNTHETIC_VAL_SPLIT,
@@ -99,7 +96,6 @@ __all__ = ["NuScenesDataModule", "NuScenesDataset", "nuscenes_frame_infos"]
 
 _EVAL_STREAM = 0x45564131
 _ROTATION_STREAM = 0x52494445
-_SYNTHETIC_FORMAT_VERSION = 1
 _EGO_RADIUS = 1.0
 
 
@@ -362,6 +358,7 @@ class NuScenesDataModule(LiDARDataModule):
     """
 
     synthetic_name = "nuScenes"
+    synthetic_folder = "nuscenes"
     collate_fn = staticmethod(kitti_object_collate)
 
     def __init__(
@@ -464,23 +461,6 @@ class NuScenesDataModule(LiDARDataModule):
     def resolved_synthetic_options(self) -> dict[str, Any]:
         """Writer options for ``root=None``: ``{"seed": seed, "version": version}`` updated by ``synthetic_options``."""
         return {"seed": self.seed, "version": self.version, **self.synthetic_options}
-
-    def _synthetic_key(self) -> dict[str, Any]:
-        return {
-            "version": _SYNTHETIC_FORMAT_VERSION,
-            "writer": f"{type(self).__module__}.{type(self).__qualname__}",
-            "options": json.loads(json.dumps(self.resolved_synthetic_options(), sort_keys=True, default=str)),
-        }
-
-    @property
-    def data_root(self) -> Path:
-        """``root``, or the synthetic tree's folder when ``root`` is ``None``."""
-        if self.root is not None:
-            return Path(self.root).expanduser()
-        if self.synthetic_dir is not None:
-            return Path(self.synthetic_dir).expanduser()
-        digest = hashlib.sha256(json.dumps(self._synthetic_key(), sort_keys=True).encode()).hexdigest()[:12]
-        return synthetic_cache_dir() / f"nuscenes-{digest}"
 
     @property
     def nusc(self) -> Any:
