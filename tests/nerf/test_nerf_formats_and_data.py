@@ -52,6 +52,16 @@ def test_transforms_json_round_trips_and_poses_follow_the_renderer(scene, tmp_pa
         np.testing.assert_allclose(np.linalg.inv(opengl_to_opencv(frame.camera_to_world)), expected, atol=1e-9)
 
 
+def test_orbit_arc_and_height_swing_are_written_as_asked(tmp_path):
+    root = write_synthetic_nerfbuster(tmp_path, train_frames=3, height=12, width=16, arc_deg=60.0, height_swing=1.2)
+    frames = read_transforms_json(root / "tabletop" / "transforms.json")
+    expected = arc_cameras(5, spread_deg=60.0, radius=4.0, height_swing=1.2)
+    for frame, world_to_camera in zip(frames, expected):
+        np.testing.assert_allclose(np.linalg.inv(opengl_to_opencv(frame.camera_to_world)), world_to_camera, atol=1e-9)
+    heights = [f.camera_to_world[1, 3] for f in frames]
+    assert max(heights) - min(heights) > 2.0  # up and down by 1.2 (OpenGL y is up)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

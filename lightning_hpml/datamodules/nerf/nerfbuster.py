@@ -98,7 +98,8 @@ class NeRFBusterDataModule(L.LightningDataModule):
     eval_mode: ``"filename"`` (nerfstudio's split by basename) or ``"all"`` (train on every frame, no evaluation).
     frame_list: Ordered image list relative to the scene folder (used when there is no ``transforms.json``).
     steps_per_epoch: Length of the step-pacing training loader.
-    synthetic_frames, synthetic_size, synthetic_arc_deg, synthetic_seed: The synthetic scene (``root=None``).
+    synthetic_frames, synthetic_size, synthetic_arc_deg, synthetic_height_swing, synthetic_seed: The synthetic
+        scene (``root=None``, see :func:`~lightning_hpml.datamodules.synthetic.nerfbuster_writer.write_synthetic_nerfbuster`).
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class NeRFBusterDataModule(L.LightningDataModule):
         synthetic_frames: int = 8,
         synthetic_size: tuple[int, int] = (96, 128),
         synthetic_arc_deg: float = 50.0,
+        synthetic_height_swing: float = 0.6,
         synthetic_seed: int = 0,
     ) -> None:
         super().__init__()
@@ -127,6 +129,7 @@ class NeRFBusterDataModule(L.LightningDataModule):
             "height": synthetic_size[0],
             "width": synthetic_size[1],
             "arc_deg": synthetic_arc_deg,
+            "height_swing": synthetic_height_swing,
             "seed": synthetic_seed,
         }
         self._full: dict[str, tuple[list[np.ndarray], list[str], np.ndarray | None, np.ndarray | None]] = {}

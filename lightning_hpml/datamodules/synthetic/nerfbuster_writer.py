@@ -38,10 +38,15 @@ def write_synthetic_nerfbuster(
     height: int = 96,
     width: int = 128,
     arc_deg: float = 50.0,
+    height_swing: float = 0.6,
     seed: int = 0,
     overwrite: bool = False,
 ) -> Path:
-    """Render ``train_frames`` training views and ``train_frames - 1`` evaluation views in between."""
+    """Render ``train_frames`` training views and ``train_frames - 1`` evaluation views in between.
+
+    The cameras sit 4 units from the scene centre, turn ``arc_deg`` degrees in all and move up and down by
+    ``height_swing`` units (one sine period).
+    """
     positive_int("train_frames", train_frames)
     positive_int("height", height)
     positive_int("width", width)
@@ -49,7 +54,7 @@ def write_synthetic_nerfbuster(
     focal = 0.9 * width
     intrinsic = np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1.0]])
     scene_data = tabletop_scene(item_rng(seed, f"nerfbuster/{scene}"))
-    cameras = arc_cameras(2 * train_frames - 1, spread_deg=arc_deg, radius=4.0, height_swing=0.6)
+    cameras = arc_cameras(2 * train_frames - 1, spread_deg=arc_deg, radius=4.0, height_swing=height_swing)
     frames = []
     for index, world_to_camera in enumerate(cameras):
         split = "train" if index % 2 == 0 else "eval"
@@ -69,6 +74,7 @@ def write_synthetic_nerfbuster(
             "height": height,
             "width": width,
             "arc_deg": arc_deg,
+            "height_swing": height_swing,
             "seed": seed,
         },
         content="Content: a textured tabletop seen along a circular arc looking at its centre; exact OpenGL poses.",
