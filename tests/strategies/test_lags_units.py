@@ -100,6 +100,13 @@ def test_planner_caps_sparse_densities_at_density_max():
         plan_densities([1], [0.0], COST, density_min=0.1, density_max=0.05)
 
 
+def test_planner_never_picks_a_sparse_exchange_that_sends_more_bytes_than_dense():
+    # The window admits density 0.297: fewer bytes than a ring allreduce for 2 ranks (< 1/2), more for 4 (>= 1/4).
+    numel, window = 1_000_000, 0.020
+    assert plan_densities([numel, 1000], [0.0, window], COST, 0.001, world_size=2)[0] == pytest.approx(0.296875)
+    assert plan_densities([numel, 1000], [0.0, window], COST, 0.001, world_size=4)[0] == 1.0
+
+
 def test_planner_last_group_and_latency_bound_groups():
     # The last group has nothing left to hide behind: density_min, unless dense is no dearer than sparse.
     big_last = plan_densities([1000, 1_000_000], [0.0, 0.0], COST, density_min=0.01)

@@ -10,7 +10,10 @@ network as one serial channel, walked in the order the groups' gradients become 
   has nothing left to hide behind;
 - if a dense allreduce fits the window it goes dense (no compression error at all); otherwise the density is the
   largest whose allgather fits, clamped to ``[density_min, density_max]``; and if that sparse exchange would still
-  cost at least as much as a dense allreduce, the group goes dense.
+  cost at least as much as a dense allreduce, or (given ``world_size`` P) put at least as many bytes on the wire
+  (density >= 1 / P: a ring allgather of value + index pairs sends ``(P-1) 8 k`` bytes per rank, a ring allreduce
+  ``2 (P-1) / P 4 n``), the group goes dense. The byte rule keeps a noisy time fit from choosing a sparse exchange
+  that saves nothing.
 
 ``density_max`` (default 1: no cap) bounds the sparse densities: the alpha-beta model prices only the wire, while
 selection, the scatter-add and the collective's own CPU work grow with ``k`` and compete with backward, most of all
@@ -38,10 +41,12 @@ def plan_densities(
     cost: LinkCost,
     density_min: float,
     density_max: float = 1.0,
+    world_size: int | None = None,
 ) -> list[float]:
     """Density per group (1.0 = dense allreduce), from group sizes and when each group's gradients were final.
 
-    ``ready_times`` are seconds from any common origin (the profiled mean per group).
+    ``ready_times`` are seconds from any common origin (the profiled mean per group); ``world_size`` enables the
+    byte rule (see the module docstring).
     """
     if len(numels) != len(ready_times):
         raise ValueError(f"got {len(numels)} group sizes but {len(ready_times)} ready times")
@@ -58,7 +63,8 @@ def plan_densities(
         dense_time = cost.allreduce_time(VALUE_BYTES * numel)
         density = 1.0 if dense_time <= window else _density_for_window(window, numel, cost, density_min, density_max)
         sparse_time = cost.allgather_time(WIRE_BYTES_PER_SELECTED * num_selected(numel, density))
-        if density < 1.0 and sparse_time >= dense_time:
+        more_bytes = world_size is not None and density * world_size >= 1.0
+        if density < 1.0 and (sparse_time >= dense_time or more_bytes):
             density = 1.0
         densities[group] = density
         spent = dense_time if density == 1.0 else sparse_time

@@ -324,7 +324,12 @@ class LayerwiseSparseReducer:
         dist.all_reduce(timings, group=self.process_group)
         timings = (timings / self.world_size).cpu().tolist()
         planned = plan_densities(
-            [g.numel for g in self.groups], timings[:-1], self.link_cost, self.density_min, self.density_max
+            [g.numel for g in self.groups],
+            timings[:-1],
+            self.link_cost,
+            self.density_min,
+            self.density_max,
+            world_size=self.world_size,
         )
         plan = torch.tensor(planned, dtype=torch.float64, device=self._device)
         dist.broadcast(plan, group_src=0, group=self.process_group)
