@@ -10,6 +10,7 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from typing_extensions import override
 
+from lightning_hpml.callbacks.output_folder import refuse_non_empty_folder
 from lightning_hpml.datamodules.formats import write_kitti_disparity, write_pfm
 
 __all__ = ["DisparityWriter"]
@@ -56,10 +57,7 @@ class DisparityWriter(BasePredictionWriter):
                     f"'kitti_png', got {fmt!r}; pass file_format explicitly"
                 )
         self._resolved_format = fmt
-        if not self.overwrite and self.output_dir.exists() and any(self.output_dir.iterdir()):
-            raise FileExistsError(
-                f"prediction folder {self.output_dir} is not empty; choose a new folder or pass overwrite=True"
-            )
+        refuse_non_empty_folder(self.output_dir, self.overwrite)
 
     @override
     def write_on_batch_end(

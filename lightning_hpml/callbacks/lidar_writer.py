@@ -11,6 +11,7 @@ import open3d as o3d
 from lightning.pytorch.callbacks import BasePredictionWriter
 from typing_extensions import override
 
+from lightning_hpml.callbacks.output_folder import refuse_non_empty_folder
 from lightning_hpml.datamodules.formats.kitti_object import boxes_to_corners, kitti_result_label, write_label
 
 __all__ = ["LiDARPredictionWriter", "box_line_set"]
@@ -59,15 +60,8 @@ class LiDARPredictionWriter(BasePredictionWriter):
 
     @override
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (
-            trainer.is_global_zero
-            and not self.overwrite
-            and self.output_dir.exists()
-            and any(self.output_dir.iterdir())
-        ):
-            raise FileExistsError(
-                f"prediction folder {self.output_dir} is not empty; choose a new folder or pass overwrite=True"
-            )
+        if trainer.is_global_zero:
+            refuse_non_empty_folder(self.output_dir, self.overwrite)
 
     @override
     def write_on_batch_end(

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from lightning_hpml.callbacks.output_folder import refuse_non_empty_folder
 from lightning_hpml.datamodules.formats.image import write_rgb
 from lightning_hpml.datamodules.formats.mvs_cameras import MVSCamera, write_cam_txt, write_pair_txt
 from lightning_hpml.datamodules.formats.pfm import write_pfm
@@ -72,15 +73,8 @@ class MVSPredictionWriter(BasePredictionWriter):
 
     @override
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (
-            trainer.is_global_zero
-            and not self.overwrite
-            and self.output_dir.exists()
-            and any(self.output_dir.iterdir())
-        ):
-            raise FileExistsError(
-                f"prediction folder {self.output_dir} is not empty; choose a new folder or pass overwrite=True"
-            )
+        if trainer.is_global_zero:
+            refuse_non_empty_folder(self.output_dir, self.overwrite)
         self.pairs = {}
 
     @override

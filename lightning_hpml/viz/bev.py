@@ -14,21 +14,17 @@ import cv2
 import numpy as np
 import torch
 
+from lightning_hpml.datamodules.formats.kitti_object import boxes_to_corners
+
 __all__ = ["bev_corners", "bird_eye_view"]
 
 _GT_COLOUR = (60, 220, 90)
 _PRED_COLOUR = (255, 60, 40)
 
 
-def bev_corners(boxes: np.ndarray) -> np.ndarray:
+def bev_corners(boxes) -> np.ndarray:
     """The 4 ground-plane corners (M, 4, 2) of boxes (M, >=7), counter-clockwise from front-left."""
-    boxes = _numpy("boxes", boxes, 7)
-    half = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=np.float64) / 2.0
-    local = half[None] * boxes[:, None, 3:5]  # (M, 4, 2): (+-l/2, +-w/2)
-    cos, sin = np.cos(boxes[:, 6])[:, None], np.sin(boxes[:, 6])[:, None]
-    x = local[..., 0] * cos - local[..., 1] * sin + boxes[:, None, 0]
-    y = local[..., 0] * sin + local[..., 1] * cos + boxes[:, None, 1]
-    return np.stack([x, y], -1)
+    return boxes_to_corners(_numpy("boxes", boxes, 7)[:, :7])[:, :4, :2]
 
 
 def _numpy(name: str, value, columns: int | None) -> np.ndarray:

@@ -12,9 +12,9 @@ import torch
 
 from lightning_hpml.datamodules.formats import read_kitti_disparity, read_rgb
 from lightning_hpml.datamodules.stereo import KITTIStereoDataModule
-from lightning_hpml.datamodules.stereo.base import SYNTHETIC_MARKER
 from lightning_hpml.datamodules.stereo.kitti import FADNET_KITTI2015_VAL_INDICES
 from lightning_hpml.datamodules.synthetic import write_kitti_stereo
+from lightning_hpml.datamodules.synthetic.cached_tree import SYNTHETIC_MARKER
 
 HEIGHT, WIDTH = 32, 64
 TREE = {"height": HEIGHT, "width": WIDTH, "anti_alias": 1}

@@ -11,8 +11,9 @@ import torch
 
 from lightning_hpml.datamodules.formats import read_pfm, read_rgb
 from lightning_hpml.datamodules.stereo import SceneFlowDataModule, StereoDataset
-from lightning_hpml.datamodules.stereo.base import SYNTHETIC_MARKER, stereo_collate
+from lightning_hpml.datamodules.stereo.base import stereo_collate
 from lightning_hpml.datamodules.synthetic import write_sceneflow
+from lightning_hpml.datamodules.synthetic.cached_tree import SYNTHETIC_MARKER
 
 HEIGHT, WIDTH = 64, 128
 # Writer counts: FT3D TRAIN 3 letters x 1 sequence x 2 frames, TEST 2 sequences x 2 frames; Monkaa 1 scene x 2

@@ -14,9 +14,9 @@ import torch
 
 from lightning_hpml.datamodules.formats import FormatError, read_rgb, read_sintel_disparity
 from lightning_hpml.datamodules.stereo import SintelStereoDataModule
-from lightning_hpml.datamodules.stereo.base import SYNTHETIC_MARKER
 from lightning_hpml.datamodules.stereo.sintel import SINTEL_VAL_SCENES, SintelSample, read_sintel_mask
 from lightning_hpml.datamodules.synthetic import write_sintel_stereo
+from lightning_hpml.datamodules.synthetic.cached_tree import SYNTHETIC_MARKER
 from lightning_hpml.datamodules.synthetic.output_tree import item_rng
 from lightning_hpml.datamodules.synthetic.random_scene import default_max_disparity, default_min_disparity
 from lightning_hpml.datamodules.synthetic.sintel_writer import SINTEL_ALL_LIST, SINTEL_SCENE_FRAMES, SINTEL_SCENES

@@ -315,7 +315,6 @@ class KITTIObjectDataModule(LiDARDataModule):
         ValueError: An argument is out of range or names an unknown class.
     """
 
-    synthetic_name = "KITTI object"
     synthetic_folder = "kitti_object"
     collate_fn = staticmethod(kitti_object_collate)
 
@@ -416,7 +415,7 @@ class KITTIObjectDataModule(LiDARDataModule):
         return {"seed": self.seed, **self.synthetic_options}
 
     # ----------------------------------------------------------------------------------------------- life cycle
-    def _write_synthetic(self, folder: Path) -> None:
+    def write_synthetic_tree(self, folder: Path) -> None:
         write_kitti_object(folder, **self.resolved_synthetic_options())
 
     @override

@@ -357,7 +357,6 @@ class NuScenesDataModule(LiDARDataModule):
         ValueError: An argument is out of range or names an unknown class.
     """
 
-    synthetic_name = "nuScenes"
     synthetic_folder = "nuscenes"
     collate_fn = staticmethod(kitti_object_collate)
 
@@ -470,7 +469,7 @@ class NuScenesDataModule(LiDARDataModule):
         return self._nusc
 
     # ----------------------------------------------------------------------------------------------- life cycle
-    def _write_synthetic(self, folder: Path) -> None:
+    def write_synthetic_tree(self, folder: Path) -> None:
         write_nuscenes(folder, **self.resolved_synthetic_options())
 
     @override

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_hpml.datamodules.formats.image import read_rgb
 from lightning_hpml.datamodules.formats.mvs_cameras import read_cam_txt, read_pair_txt, scale_intrinsics
 from lightning_hpml.datamodules.formats.pfm import read_pfm
-from lightning_hpml.datamodules.stereo.base import synthetic_cache_dir
+from lightning_hpml.datamodules.synthetic.cached_tree import synthetic_cache_dir
 from lightning_hpml.datamodules.synthetic.dtu_writer import DTU_LIGHTS, write_synthetic_dtu
 
 __all__ = ["DTU_TEST_SCANS", "DTU_TRAIN_SCANS", "DTU_VAL_SCANS", "DTUDataModule", "DTUViews"]

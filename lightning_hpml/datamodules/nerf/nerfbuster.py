@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_hpml.datamodules.formats.image import read_rgb
 from lightning_hpml.datamodules.formats.mvs_cameras import downsample_intrinsics
 from lightning_hpml.datamodules.formats.nerfstudio import opengl_to_opencv, read_transforms_json
-from lightning_hpml.datamodules.stereo.base import synthetic_cache_dir
+from lightning_hpml.datamodules.synthetic.cached_tree import synthetic_cache_dir
 from lightning_hpml.datamodules.synthetic.nerfbuster_writer import write_synthetic_nerfbuster
 
 __all__ = ["NERFBUSTER_SCENES", "ImageSequence", "NeRFBusterDataModule"]

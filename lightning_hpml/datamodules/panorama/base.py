@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_hpml.datamodules.formats.image import read_rgb
-from lightning_hpml.datamodules.stereo.base import synthetic_cache_dir
+from lightning_hpml.datamodules.synthetic.cached_tree import synthetic_cache_dir
 from lightning_hpml.datamodules.synthetic.panorama_writer import write_panorama_dataset
 
 __all__ = ["PanoramaDataModule", "PanoramaDataset"]

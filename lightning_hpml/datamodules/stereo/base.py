@@ -19,18 +19,12 @@ without any transform; ``eval_batch_size > 1`` therefore needs all evaluation im
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 from typing_extensions import override
@@ -39,25 +33,18 @@ from lightning_hpml.datamodules.stereo.dataset import StereoDataset
 from lightning_hpml.datamodules.stereo.samples import StereoSample, check_samples_exist
 from lightning_hpml.datamodules.stereo.sampling import EpochSeededSampler
 from lightning_hpml.datamodules.stereo.transforms import StereoTrainTransform
+from lightning_hpml.datamodules.synthetic.cached_tree import SyntheticTreeMixin
 
-__all__ = ["Split", "StereoDataModule", "stereo_collate", "synthetic_cache_dir", "synthetic_image_size"]
+__all__ = ["Split", "StereoDataModule", "stereo_collate", "synthetic_image_size"]
 
 Split = Literal["train", "val", "test", "predict"]
 
-SYNTHETIC_MARKER = ".lightning_hpml_synthetic.json"
-_SYNTHETIC_FORMAT_VERSION = 1
 _STAGE_SPLITS: dict[str, tuple[Split, ...]] = {
     "fit": ("train", "val"),
     "validate": ("val",),
     "test": ("test",),
     "predict": ("predict",),
 }
-
-
-def synthetic_cache_dir() -> Path:
-    """Folder holding the cached synthetic trees: ``$XDG_CACHE_HOME`` (or ``~/.cache``)/lightning_hpml/synthetic."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "lightning_hpml" / "synthetic"
 
 
 def synthetic_image_size(crop_size: tuple[int, int]) -> tuple[int, int]:
@@ -85,7 +72,7 @@ def stereo_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return default_collate(items)
 
 
-class StereoDataModule(L.LightningDataModule, ABC):
+class StereoDataModule(SyntheticTreeMixin, L.LightningDataModule, ABC):
     """Shared behaviour of the stereo DataModules; subclasses implement one dataset layout.
 
     Subclasses set the class attributes, implement :meth:`parse` and :meth:`write_synthetic`, and may override
@@ -183,73 +170,15 @@ class StereoDataModule(L.LightningDataModule, ABC):
         """The writer options actually used: :meth:`synthetic_defaults` updated by ``synthetic_options``."""
         return {**self.synthetic_defaults(), **self.synthetic_options}
 
-    def _synthetic_key(self) -> dict[str, Any]:
-        return {
-            "version": _SYNTHETIC_FORMAT_VERSION,
-            "writer": f"{type(self).__module__}.{type(self).__qualname__}",
-            "options": json.loads(json.dumps(self.resolved_synthetic_options(), sort_keys=True, default=str)),
-        }
-
     @property
-    def data_root(self) -> Path:
-        """Folder the samples are read from: ``root``, or the synthetic tree when ``root`` is ``None``."""
-        if self.root is not None:
-            return Path(self.root).expanduser()
-        if self.synthetic_dir is not None:
-            return Path(self.synthetic_dir).expanduser()
-        key = json.dumps(self._synthetic_key(), sort_keys=True)
-        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        return synthetic_cache_dir() / f"{self.dataset_name}-{digest}"
+    def synthetic_folder(self) -> str:
+        """Prefix of the synthetic cache folder: the dataset's short name."""
+        return self.dataset_name
 
-    def _synthetic_state(self, folder: Path) -> Literal["complete", "absent", "other"]:
-        marker = folder / SYNTHETIC_MARKER
-        if marker.is_file():
-            try:
-                stored = json.loads(marker.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                return "other"
-            return "complete" if stored == self._synthetic_key() else "other"
-        if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
-            return "absent"
-        return "other"
+    def write_synthetic_tree(self, folder: Path) -> None:
+        self.write_synthetic(folder, **self.resolved_synthetic_options())
 
     # ----------------------------------------------------------------------------------------------- life cycle
-    @override
-    def prepare_data(self) -> None:
-        """With ``root=None``, write the synthetic tree unless a complete one with the same options exists.
-
-        Raises:
-            FileExistsError: ``synthetic_dir`` holds something else (another dataset, other options, or an
-                interrupted write); nothing there is deleted.
-        """
-        if self.root is not None:
-            return
-        target = self.data_root
-        state = self._synthetic_state(target)
-        if state == "complete":
-            return
-        if state == "other":
-            raise FileExistsError(
-                f"synthetic_dir {target} is not empty and is not a complete synthetic tree written with the "
-                f"options {self._synthetic_key()}; delete it or choose another synthetic_dir"
-            )
-        rank_zero_info(f"{type(self).__name__}: writing a synthetic dataset to {target} (once; reused afterwards)")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            tmp.mkdir()
-            self.write_synthetic(tmp, **self.resolved_synthetic_options())
-            (tmp / SYNTHETIC_MARKER).write_text(json.dumps(self._synthetic_key(), sort_keys=True), encoding="utf-8")
-            if target.is_dir():
-                target.rmdir()  # empty (checked above); os.replace cannot replace a directory
-            os.replace(tmp, target)
-        except OSError:
-            if self._synthetic_state(target) != "complete":  # another process may have finished it first
-                raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-
     @override
     def setup(self, stage: str) -> None:
         """Build the datasets of ``stage``: fit -> train + val, validate -> val, test -> test, predict -> predict.
@@ -261,10 +190,7 @@ class StereoDataModule(L.LightningDataModule, ABC):
         """
         if stage not in _STAGE_SPLITS:
             raise ValueError(f"`stage` must be one of {sorted(_STAGE_SPLITS)}, got {stage!r}")
-        if self.root is None and self._synthetic_state(self.data_root) != "complete":
-            raise FileNotFoundError(
-                f"no complete synthetic dataset at {self.data_root}; call prepare_data() first (the Trainer does)"
-            )
+        self._require_synthetic_tree()
         for split in _STAGE_SPLITS[stage]:
             self.datasets[split] = self.build_dataset(split)
 

@@ -6,11 +6,11 @@ Convention (OpenPCDet / KITTI LiDAR frame): ``(x, y, z)`` is the box centre, ``l
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 from torch import Tensor
+
+from lightning_hpml.metrics.rotated_iou import rotated_bev_iou
 
 __all__ = [
     "bev_nms",
@@ -87,48 +87,17 @@ def enlarge_boxes(boxes: Tensor, extra: float | tuple[float, float, float]) -> T
     return out
 
 
-def _pairwise_bev_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Rotated BEV IoU (N, M) from :mod:`lightning_hpml.metrics.rotated_iou`, or the enclosing rectangles' IoU."""
-    try:
-        from lightning_hpml.metrics.rotated_iou import rotated_bev_iou
-    except ImportError:  # pragma: no cover - fallback while the metric is not available
-        warnings.warn(
-            "lightning_hpml.metrics.rotated_iou is not available; NMS falls back to axis-aligned enclosing rectangles",
-            stacklevel=3,
-        )
-        return _enclosing_rect_iou(a, b)
-    return rotated_bev_iou(a, b)
-
-
-def _enclosing_rect(boxes: Tensor) -> Tensor:
-    cos, sin = boxes[:, 6].cos().abs(), boxes[:, 6].sin().abs()
-    half_x = (boxes[:, 3] * cos + boxes[:, 4] * sin) / 2
-    half_y = (boxes[:, 3] * sin + boxes[:, 4] * cos) / 2
-    return torch.stack([boxes[:, 0] - half_x, boxes[:, 1] - half_y, boxes[:, 0] + half_x, boxes[:, 1] + half_y], -1)
-
-
-def _enclosing_rect_iou(a: Tensor, b: Tensor) -> Tensor:
-    from torchvision.ops import box_iou
-
-    return box_iou(_enclosing_rect(a), _enclosing_rect(b))
-
-
-def bev_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, *, rotated: bool = True) -> Tensor:
+def bev_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy non-maximum suppression in bird's-eye view; indices of the kept boxes, by decreasing score.
 
-    With ``rotated`` (default) overlaps are the rotated BEV IoU of
-    :func:`lightning_hpml.metrics.rotated_iou.rotated_bev_iou` (as OpenPCDet's ``nms_gpu``); otherwise the
-    axis-aligned IoU of the boxes' enclosing rectangles through :func:`torchvision.ops.nms`.
+    Overlaps are the exact rotated BEV IoU of :func:`lightning_hpml.metrics.rotated_iou.rotated_bev_iou` (as
+    OpenPCDet's ``nms_gpu``), computed only between each kept box and the boxes not yet suppressed.
     """
     check_boxes("boxes", boxes)
     if scores.shape != boxes.shape[:1]:
         raise ValueError(f"`scores` must be (M,) = {tuple(boxes.shape[:1])}, got {tuple(scores.shape)}")
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    if not rotated:
-        from torchvision.ops import nms
-
-        return nms(_enclosing_rect(boxes).float(), scores.float(), iou_threshold)
     order = scores.argsort(descending=True)
     ordered = boxes[order]
     suppressed = np.zeros(len(order), dtype=bool)
@@ -140,6 +109,6 @@ def bev_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, *, rotated: boo
         rest = np.flatnonzero(~suppressed[i + 1 :]) + i + 1
         if len(rest) == 0:
             break
-        iou = _pairwise_bev_iou(ordered[i : i + 1], ordered[torch.from_numpy(rest).to(boxes.device)])[0]
+        iou = rotated_bev_iou(ordered[i : i + 1], ordered[torch.from_numpy(rest).to(boxes.device)])[0]
         suppressed[rest[(iou > iou_threshold).cpu().numpy()]] = True
     return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]

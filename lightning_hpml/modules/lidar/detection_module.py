@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from lightning_hpml.datamodules.formats.kitti_object import kitti_result_label
 from lightning_hpml.metrics.kitti_detection import KITTIDetectionAP
+from lightning_hpml.modules.lidar.box_ops import rotate_points_along_z
 from lightning_hpml.modules.lidar.ia_ssd import IASSD
 from lightning_hpml.viz.bev import bird_eye_view
 
@@ -52,14 +53,11 @@ __all__ = ["LiDARDetectionModule", "rotate_scene", "scene_rotation_angle"]
 
 def rotate_scene(points: Tensor, boxes: Tensor, angle: float) -> tuple[Tensor, Tensor]:
     """Rotate points (N, >=3) and boxes (M, 7) about the LiDAR z axis by ``angle`` (radians, counter-clockwise)."""
-    cos, sin = math.cos(angle), math.sin(angle)
-
-    def turn(xyz: Tensor) -> Tensor:
-        x, y = xyz[:, 0], xyz[:, 1]
-        return torch.cat([torch.stack([x * cos - y * sin, x * sin + y * cos], 1), xyz[:, 2:]], 1)
-
-    boxes = torch.cat([turn(boxes[:, :6]), torch.remainder(boxes[:, 6:7] + angle + math.pi, 2 * math.pi) - math.pi], 1)
-    return turn(points), boxes
+    turn = points.new_tensor([angle])
+    points = rotate_points_along_z(points[None], turn)[0]
+    centres = rotate_points_along_z(boxes[None, :, :6], turn.to(boxes.dtype))[0]
+    yaw = torch.remainder(boxes[:, 6:7] + angle + math.pi, 2 * math.pi) - math.pi
+    return points, torch.cat([centres, yaw], 1)
 
 
 def scene_rotation_angle(seed: int, frame_id: str) -> float:
