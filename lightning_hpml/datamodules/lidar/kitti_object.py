@@ -75,7 +75,7 @@ from lightning_hpml.datamodules.lidar.augmentation import (
 from lightning_hpml.datamodules.lidar.augmentation import (
     gt_sampling as paste_gt_objects,
 )
-from lightning_hpml.datamodules.lidar.base import LiDARDataModule
+from lightning_hpml.datamodules.lidar.base import LiDARDataModule, check_lidar_arguments
 from lightning_hpml.datamodules.synthetic.kitti_object_writer import write_kitti_object
 
 __all__ = [
@@ -349,13 +349,6 @@ class KITTIObjectDataModule(LiDARDataModule):
             raise ValueError(f"`classes` must be distinct non-empty names, got {classes!r}")
         if "DontCare" in classes:
             raise ValueError("`classes` cannot contain 'DontCare' (it marks ignored regions, not objects)")
-        pcr = tuple(float(v) for v in point_cloud_range)
-        if len(pcr) != 6 or not all(pcr[i] < pcr[i + 3] for i in range(3)):
-            raise ValueError(f"`point_cloud_range` must be (x_min, y_min, z_min, x_max, y_max, z_max), got {pcr!r}")
-        if num_points is not None and (
-            isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1
-        ):
-            raise ValueError(f"`num_points` must be a positive integer or None, got {num_points!r}")
         if gt_sampling is None:
             gt_sampling = {name: count for name, count in RIDE_GT_SAMPLING.items() if name in classes}
         gt_sampling = dict(gt_sampling)
@@ -364,26 +357,22 @@ class KITTIObjectDataModule(LiDARDataModule):
             raise ValueError(
                 f"`gt_sampling` must map names from classes={list(classes)} to non-negative counts, got {gt_sampling!r}"
             )
-        for name, value in (("global_rotation", global_rotation), ("global_scaling", global_scaling)):
-            if value is not None and (len(tuple(value)) != 2 or not value[0] <= value[1]):
-                raise ValueError(f"`{name}` must be (low, high) with low <= high, or None; got {value!r}")
-        if global_scaling is not None and not global_scaling[0] > 0:
-            raise ValueError(f"`global_scaling` must be positive, got {global_scaling!r}")
-        if test_rotation not in ("none", "random"):
-            raise ValueError(f"`test_rotation` must be 'none' or 'random', got {test_rotation!r}")
-        for arg, value, minimum in (
-            ("batch_size", batch_size, 1),
-            ("num_workers", num_workers, 0),
-            ("gt_sampling_min_points", gt_sampling_min_points, 1),
-            ("min_box_points", min_box_points, 0),
-            ("seed", seed, 0),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"`{arg}` must be an integer >= {minimum}, got {value!r}")
-        if eval_batch_size is not None and (not isinstance(eval_batch_size, int) or eval_batch_size < 1):
-            raise ValueError(f"`eval_batch_size` must be a positive integer or None, got {eval_batch_size!r}")
-        if synthetic_options is not None and not isinstance(synthetic_options, dict):
-            raise ValueError(f"`synthetic_options` must be a dict of writer arguments, got {synthetic_options!r}")
+        pcr = check_lidar_arguments(
+            point_cloud_range,
+            num_points,
+            global_rotation,
+            global_scaling,
+            test_rotation,
+            eval_batch_size,
+            synthetic_options,
+            {
+                "batch_size": (batch_size, 1),
+                "num_workers": (num_workers, 0),
+                "gt_sampling_min_points": (gt_sampling_min_points, 1),
+                "min_box_points": (min_box_points, 0),
+                "seed": (seed, 0),
+            },
+        )
         self.save_hyperparameters()
         self.root = root
         self.splits = {"train": train_split, "val": val_split, "test": test_split, "predict": predict_split}

@@ -31,7 +31,7 @@ from typing_extensions import override
 
 from lightning_hpml.datamodules.stereo.dataset import StereoDataset
 from lightning_hpml.datamodules.stereo.samples import StereoSample, check_samples_exist
-from lightning_hpml.datamodules.stereo.sampling import EpochSeededSampler
+from lightning_hpml.datamodules.stereo.sampling import seeded_train_loader
 from lightning_hpml.datamodules.stereo.transforms import StereoTrainTransform
 from lightning_hpml.datamodules.synthetic.cached_tree import SyntheticTreeMixin
 
@@ -212,25 +212,14 @@ class StereoDataModule(SyntheticTreeMixin, L.LightningDataModule, ABC):
     # ---------------------------------------------------------------------------------------------- dataloaders
     @override
     def train_dataloader(self) -> DataLoader:
-        dataset = self._dataset("train")
-        trainer = self.trainer
-        world_size = trainer.world_size if trainer is not None else 1
-        rank = trainer.global_rank if trainer is not None else 0
-        sampler = EpochSeededSampler(dataset, num_replicas=world_size, rank=rank, seed=self.seed, shuffle=True)
-        if len(sampler) < self.batch_size:
-            raise ValueError(
-                f"the train split has {len(sampler)} samples per process, fewer than batch_size="
-                f"{self.batch_size}; with drop_last=True no batch would be formed"
-            )
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+        return seeded_train_loader(
+            self._dataset("train"),
+            self.trainer,
+            self.batch_size,
+            self.num_workers,
+            self.seed,
+            stereo_collate,
             pin_memory=torch.cuda.is_available(),
-            collate_fn=stereo_collate,
         )
 
     def _eval_loader(self, split: Split) -> DataLoader:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-__all__ = ["EpochSeededSampler", "sample_rng"]
+__all__ = ["EpochSeededSampler", "sample_rng", "seeded_train_loader"]
 
 
 class EpochSeededSampler(DistributedSampler):
@@ -55,3 +56,38 @@ def sample_rng(seed: int, epoch: int, index: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
         yield
+
+
+def seeded_train_loader(
+    dataset: Dataset,
+    trainer: Any,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    collate_fn: Callable[[list], Any],
+    pin_memory: bool = False,
+) -> DataLoader:
+    """The training DataLoader of every DataModule here: an :class:`EpochSeededSampler` over the trainer's ranks
+    (samples seeded by ``(epoch, index)``: exact resume), full batches only.
+
+    Raises:
+        ValueError: A process would get fewer samples than one batch.
+    """
+    world_size = trainer.world_size if trainer is not None else 1
+    rank = trainer.global_rank if trainer is not None else 0
+    sampler = EpochSeededSampler(dataset, num_replicas=world_size, rank=rank, seed=seed, shuffle=True)
+    if len(sampler) < batch_size:
+        raise ValueError(
+            f"the train split has {len(sampler)} samples per process, fewer than batch_size={batch_size}; "
+            "with drop_last=True no batch would be formed"
+        )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
+        collate_fn=collate_fn,
+    )
