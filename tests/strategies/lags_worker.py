@@ -2,7 +2,8 @@
 
 Lightning's subprocess launcher re-runs this file for ranks 1..N-1. Every rank saves what the tests compare to
 ``<out>/rank<r>.pt``: final and initial parameters, the sum of its local (pre-exchange) gradients, its LAGS
-residuals, the density plan, post-clipping gradient norms and the logged LAGS statistics.
+residuals, the density plan, the density sent at each step, post-clipping gradient norms and the logged LAGS
+statistics.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class TinyRegressor(L.LightningModule):
         self.fail_rank, self.fail_step = fail_rank, fail_step
         self.grad_sum = {name: torch.zeros_like(p) for name, p in self.named_parameters()}
         self.clipped_norms: list[float] = []
+        self.step_densities: dict[int, float] = {}  # reducer step -> density it sent (ExchangeStats)
         for name, p in self.named_parameters():
             p.register_hook(self._recorder(name))
 
@@ -45,6 +47,11 @@ class TinyRegressor(L.LightningModule):
             raise RuntimeError(f"injected failure on rank {self.global_rank} at step {self.global_step}")
         x, y = batch
         return nn.functional.mse_loss(self.head(self.net(x)), y)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        reducer = getattr(self.trainer.strategy, "reducer", None)
+        if reducer is not None and reducer.last_stats is not None:
+            self.step_densities[reducer.step - 1] = reducer.last_stats.density
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
@@ -69,6 +76,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--density", type=float, default=0.1)
     parser.add_argument("--adaptive", action="store_true")
+    parser.add_argument("--density-warmup-steps", type=int, default=0)
     parser.add_argument("--group-threshold", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=8)
     parser.add_argument("--batches-per-epoch", type=int, default=4)
@@ -93,6 +101,7 @@ def main() -> None:
         strategy = LAGSStrategy(
             density=args.density,
             adaptive=args.adaptive,
+            density_warmup_steps=args.density_warmup_steps,
             group_threshold=args.group_threshold,
             warmup_steps=1,
             profile_steps=2,
@@ -139,6 +148,7 @@ def main() -> None:
             "densities": list(reducer.densities) if reducer is not None else [],
             "group_names": [g.names for g in reducer.groups] if reducer is not None else [],
             "reducer_step": reducer.step if reducer is not None else None,
+            "step_densities": model.step_densities,
             "clipped_norms": model.clipped_norms,
             "logged": {k: float(v) for k, v in trainer.logged_metrics.items()},
         },

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -112,3 +114,40 @@ def test_no_sync_accumulates_locally_and_finish_without_backward_is_a_no_op(worl
     assert stats is not None and stats.density == 1.0 and reducer.step == 1
     for grad, before in zip((p.grad for p in model.parameters()), first, strict=True):
         torch.testing.assert_close(grad, 2 * before)
+
+
+def test_density_warmup_follows_the_schedule_then_the_fixed_density(world_of_one):
+    model = make_model()  # groups (threshold 0): 2.bias 2, 2.weight 32, 0.bias 16, 0.weight 128 (backward order)
+    reducer = LayerwiseSparseReducer(model, density=0.05, adaptive=False, group_threshold=0, density_warmup_steps=3)
+    sent = []
+    for step in range(5):
+        backward(model, seed=step)
+        stats = reducer.finish()
+        sent.append(round(stats.density * sum(g.numel for g in reducer.groups)))
+    expected = [
+        sum(max(1, math.ceil(0.05 ** (min(step, 3) / 3) * g.numel)) for g in reducer.groups) for step in range(5)
+    ]
+    assert sent == expected
+    assert sent[0] == 178 and sent[0] > sent[1] > sent[2] > sent[3] == sent[4]
+    with pytest.raises(ValueError, match="density_warmup_steps >= 0"):
+        LayerwiseSparseReducer(model, density=0.05, adaptive=False, density_warmup_steps=-1)
+
+
+def test_dense_exchange_sends_a_residual_left_by_sparse_steps(world_of_one):
+    model = make_model()
+    reducer = LayerwiseSparseReducer(model, density=0.25, adaptive=False, group_threshold=0)
+    backward(model, seed=1)
+    reducer.finish()
+    residuals = {k: v.clone() for k, v in reducer.state_dict()["residuals"].items()}
+    assert all(g.has_residual for g in reducer.groups) and any(r.any() for r in residuals.values())
+
+    reference = make_model()
+    reference.load_state_dict(model.state_dict())
+    backward(reference, seed=2)
+    reducer.densities = [1.0] * len(reducer.groups)  # as a new plan that makes every group dense
+    backward(model, seed=2)
+    assert reducer.finish().density == 1.0
+    for (name, param), expected in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(param.grad.flatten(), expected.grad.flatten() + residuals[name], rtol=0, atol=1e-6)
+    assert not any(r.any() for r in reducer.state_dict()["residuals"].values())
+    assert not any(g.has_residual for g in reducer.groups)

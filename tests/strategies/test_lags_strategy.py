@@ -76,10 +76,13 @@ def test_error_feedback_invariant_with_sparse_exchange(tmp_path, world_size):
     assert ranks[0]["logged"]["lags/bytes_sent"] < 0.5 * ranks[0]["logged"]["lags/dense_bytes"]
 
 
-@pytest.mark.parametrize("adaptive", [False, True], ids=["fixed", "adaptive"])
-def test_resume_continues_exactly(tmp_path, adaptive):
+@pytest.mark.parametrize(
+    ("adaptive", "density_warmup_steps"), [(False, 0), (True, 0), (False, 6)], ids=["fixed", "adaptive", "warmup"]
+)
+def test_resume_continues_exactly(tmp_path, adaptive, density_warmup_steps):
     mode = ["--adaptive"] if adaptive else []
     common = ["--devices", "2", "--density", "0.05", "--momentum", "0.9", "--group-threshold", "64", *mode]
+    common += ["--density-warmup-steps", str(density_warmup_steps)]
     run_worker(tmp_path / "full", *common, "--max-steps", "8", "--checkpoint-every", "4")
     checkpoints = sorted((tmp_path / "full" / "checkpoints").glob("*step=4.ckpt"))
     assert len(checkpoints) == 1, list((tmp_path / "full" / "checkpoints").iterdir())
@@ -92,8 +95,15 @@ def test_resume_continues_exactly(tmp_path, adaptive):
         assert a["densities"] == b["densities"] and a["group_names"] == b["group_names"]
         assert max_difference(a["params"], b["params"]) == 0.0
         assert max_difference(a["residuals"], b["residuals"]) == 0.0
+        # The resumed run sent at each of steps 4..7 exactly what the uninterrupted run sent.
+        assert b["step_densities"] == {s: d for s, d in a["step_densities"].items() if s >= 4}
     if adaptive:  # the plan made at step 3 came back from the checkpoint instead of being re-profiled
         assert saved["next_profile_start"] is None and saved["profiled_times"] is not None
+    if density_warmup_steps:  # the checkpoint (step 4) fell inside the warm-up: dense first, then ever sparser
+        densities = [full[0]["step_densities"][s] for s in range(8)]
+        assert densities[0] == densities[1] == 1.0  # 0.05 ** (1 / 6) = 0.61 sends more bytes than dense on 2 ranks
+        assert densities[1] > densities[2] > densities[3] > densities[4] > densities[5] > densities[6]
+        assert densities[6] == densities[7] < 0.1
 
 
 @pytest.mark.parametrize(("world_size", "fail_rank"), [(2, 1), (4, 2), (2, 0)])

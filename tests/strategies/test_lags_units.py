@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -9,7 +11,7 @@ from torch import nn
 from lightning_hpml.strategies.lags import LinkCost, num_selected, plan_densities, select_topk_with_residual
 from lightning_hpml.strategies.lags.cost_model import fit_line
 from lightning_hpml.strategies.lags.groups import build_groups, split_by_threshold
-from lightning_hpml.strategies.lags.planner import WIRE_BYTES_PER_SELECTED
+from lightning_hpml.strategies.lags.planner import WIRE_BYTES_PER_SELECTED, warmup_density
 
 
 @pytest.mark.parametrize("numel,k", [(1000, 10), (300_000, 3000), (300_000, 25_000), (300_000, 120_000), (70_000, 1)])
@@ -135,3 +137,19 @@ def test_sparse_message_round_trip_sums_every_rank():
     ]
     out = add_gathered_sparse(torch.zeros(8), torch.cat(messages), world_size=2)
     assert out.tolist() == [-2.0, 0, 0, 5.5, 0, 0, 0, 1.0]
+
+
+def test_warmup_density_decays_exponentially_from_dense_to_the_target():
+    schedule = [warmup_density(0.01, step, 4) for step in range(7)]
+    assert schedule[0] == 1.0
+    assert schedule[2] == pytest.approx(0.1)  # halfway in steps, halfway in log density
+    assert schedule[1] == pytest.approx(0.01**0.25) and schedule[3] == pytest.approx(0.01**0.75)
+    assert schedule[4:] == [0.01, 0.01, 0.01]
+    ratios = [b / a for a, b in itertools.pairwise(schedule[:5])]
+    assert ratios == pytest.approx([0.01**0.25] * 4)  # the same factor every step
+    assert warmup_density(0.05, 0, 0) == 0.05  # no warm-up
+    assert warmup_density(1.0, 3, 10) == 1.0  # dense groups stay dense
+    with pytest.raises(ValueError, match="warmup_steps >= 0"):
+        warmup_density(0.01, 0, -1)
+    with pytest.raises(ValueError, match="density must be in"):
+        warmup_density(0.0, 0, 4)

@@ -24,6 +24,8 @@ class GradientGroup:
     flat: Tensor = field(repr=False)
     residual: Tensor = field(repr=False)
     offsets: list[int] = field(repr=False)
+    #: Whether ``residual`` may be non-zero (set by sparse exchanges, cleared when a dense one sends it).
+    has_residual: bool = False
 
     @property
     def numel(self) -> int:

@@ -18,6 +18,11 @@ network as one serial channel, walked in the order the groups' gradients become 
 ``density_max`` (default 1: no cap) bounds the sparse densities: the alpha-beta model prices only the wire, while
 selection, the scatter-add and the collective's own CPU work grow with ``k`` and compete with backward, most of all
 on CPU-only (Gloo) runs. A cap such as 0.05 saves that CPU at the cost of more compression error.
+
+:func:`warmup_density` is the dense warm-up of Deep Gradient Compression (Lin et al., "Deep Gradient Compression:
+Reducing the Communication Bandwidth for Distributed Training", ICLR 2018, arXiv 1712.01887): the density a
+group actually uses starts at 1 and decays exponentially to its planned value over the first steps, so the early
+phase of training, where the gradients change fastest and stale residuals hurt most, is not sparsified hard.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from collections.abc import Sequence
 from .cost_model import LinkCost
 from .topk import num_selected
 
-__all__ = ["VALUE_BYTES", "WIRE_BYTES_PER_SELECTED", "plan_densities"]
+__all__ = ["VALUE_BYTES", "WIRE_BYTES_PER_SELECTED", "plan_densities", "warmup_density"]
 
 #: A dense gradient element on the wire (fp32).
 VALUE_BYTES = 4
@@ -81,3 +86,20 @@ def _density_for_window(window: float, numel: int, cost: LinkCost, density_min: 
         return density_max
     density = payload_time / (cost.beta_allgather * WIRE_BYTES_PER_SELECTED * numel)
     return min(density_max, max(density_min, density))
+
+
+def warmup_density(target: float, step: int, warmup_steps: int) -> float:
+    """Density at optimizer step ``step`` (from 0) of a group planned at ``target``: ``target ** (step / warmup_steps)``.
+
+    Exponential decay from dense (step 0) to ``target`` (step ``warmup_steps`` and later), DGC's warm-up made
+    continuous: DGC lowers the density fourfold per epoch (0.25, 0.0625, 0.015625, 0.004, 0.001) over its first
+    four epochs; here every step takes the same factor, ``target ** (1 / warmup_steps)``. A pure function of the
+    step count, so a resumed run (which restores the count) continues the schedule exactly.
+    """
+    if warmup_steps < 0 or step < 0:
+        raise ValueError(f"need step >= 0 and warmup_steps >= 0, got {step} and {warmup_steps}")
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {target}")
+    if step >= warmup_steps:
+        return target
+    return target ** (step / warmup_steps)

@@ -8,7 +8,15 @@ Per group of parameters (small layers merged by an element threshold, in backwar
 ``a = residual + g`` (residual in gradient units, as the official code; the paper folds the learning rate in),
 ``residual = a - TopK(a, k)``, and every rank receives ``(1/P) sum_p TopK(a_p, k)`` as the group's gradient. The
 exchange is one ``all_gather`` of a packed ``[values | int32 indices]`` message (the official code sends two), then
-a scatter-add. Groups at density 1 use a plain allreduce and keep no residual.
+a scatter-add. Groups at density 1 use a plain allreduce and keep no residual (a residual left from sparse steps,
+e.g. while profiling or warming up, is folded into the group's next dense exchange and cleared).
+
+``density_warmup_steps`` > 0 adds the dense warm-up of Deep Gradient Compression (Lin et al., ICLR 2018): at
+step ``s`` a group planned at density ``d`` sends ``d ** (s / density_warmup_steps)`` of its entries (dense while
+that sends at least the bytes of an allreduce), reaching ``d`` after the warm-up (:func:`.planner.warmup_density`).
+Error feedback releases an entry's accumulated gradient in one burst; early in training, when the gradients change
+fastest, those stale bursts hurt most, and adaptive optimizers (Adam/AMSGrad normalise every entry by its own
+running second moment, and AMSGrad keeps its maximum) are distorted by them for the rest of the run.
 
 Differences from the official code, on purpose:
 
@@ -33,7 +41,7 @@ from torch import Tensor, nn
 
 from .cost_model import DEFAULT_PROBE_BYTES, LinkCost, all_gather_single, measure_link_cost
 from .groups import GradientGroup, build_groups, split_by_threshold
-from .planner import VALUE_BYTES, WIRE_BYTES_PER_SELECTED, plan_densities
+from .planner import VALUE_BYTES, WIRE_BYTES_PER_SELECTED, plan_densities, warmup_density
 from .topk import add_gathered_sparse, num_selected, pack_sparse, select_topk_with_residual
 
 __all__ = ["ExchangeStats", "LAGSCommunicationError", "LayerwiseSparseReducer", "check_settings"]
@@ -91,6 +99,8 @@ class LayerwiseSparseReducer:
         adaptive: plan a density per group from the measured link cost and profiled backward times.
         density_min: lower clamp of adaptive densities.
         density_max: upper clamp of adaptive sparse densities (default 1: no cap; e.g. 0.05 trades accuracy for CPU).
+        density_warmup_steps: steps over which each group's density decays exponentially from 1 to its fixed or
+            planned value (DGC's dense warm-up; 0: none). Counted in optimizer steps from the start of training.
         group_threshold: merge consecutive parameters until a group holds at least this many elements.
         warmup_steps: steps (with ``density``) before profiling starts.
         profile_steps: steps whose backward timings are averaged for the plan.
@@ -108,6 +118,7 @@ class LayerwiseSparseReducer:
         adaptive: bool = True,
         density_min: float = 0.001,
         density_max: float = 1.0,
+        density_warmup_steps: int = 0,
         group_threshold: int = 8192,
         warmup_steps: int = 1,
         profile_steps: int = 5,
@@ -115,13 +126,16 @@ class LayerwiseSparseReducer:
         probe_bytes: tuple[int, ...] = DEFAULT_PROBE_BYTES,
         link_cost: LinkCost | None = None,
     ) -> None:
-        check_settings(density, density_min, density_max, warmup_steps, profile_steps, replan_every_n_steps)
+        check_settings(
+            density, density_min, density_max, warmup_steps, profile_steps, replan_every_n_steps, density_warmup_steps
+        )
         self.process_group = group
         self.world_size = dist.get_world_size(group)
         self.density = density
         self.adaptive = adaptive
         self.density_min = density_min
         self.density_max = density_max
+        self.density_warmup_steps = density_warmup_steps
         self.group_threshold = group_threshold
         self.warmup_steps = warmup_steps
         self.profile_steps = profile_steps
@@ -185,9 +199,21 @@ class LayerwiseSparseReducer:
             self._ready_at[group.index] = now
             self._launch(group, now)
 
+    def current_density(self, index: int) -> float:
+        """Density group ``index`` uses at this step: its fixed or planned density, raised during the warm-up."""
+        planned = self.densities[index]
+        density = warmup_density(planned, self.step, self.density_warmup_steps)
+        if density > planned and density * self.world_size >= 1.0:
+            return 1.0  # warming up: a sparse exchange this dense sends at least an allreduce's bytes
+        return density
+
     def _launch(self, group: GradientGroup, now: float) -> None:
-        density = self.densities[group.index]
+        density = self.current_density(group.index)
         if density >= 1.0:
+            if group.has_residual:  # left by earlier sparse steps: send it now rather than hold it forever
+                group.flat.add_(group.residual.to(group.flat.dtype), alpha=self.grad_scale)
+                group.residual.zero_()
+                group.has_residual = False
             work = dist.all_reduce(group.flat, group=self.process_group, async_op=True)
             exchange = _Exchange(group, work, now, k=None)
         else:
@@ -196,6 +222,7 @@ class LayerwiseSparseReducer:
             accumulated = group.flat.float().add_(group.residual, alpha=scale)
             previous = group.residual.clone() if scale != 1.0 else None
             values, indices = select_topk_with_residual(accumulated, group.residual, k, self._generator)
+            group.has_residual = True
             if previous is not None:
                 group.residual.div_(scale)
                 if not torch.isfinite(accumulated).all():
@@ -296,6 +323,7 @@ class LayerwiseSparseReducer:
         for group in self.groups:
             for m, name in enumerate(group.names):
                 group.residual_slice(m).copy_(residuals[name])
+            group.has_residual = bool(group.residual.any())
         self.densities = [self.density] * len(self.groups)
         self._index_groups()
 
@@ -401,6 +429,7 @@ class LayerwiseSparseReducer:
         for group in self.groups:
             for m, name in enumerate(group.names):
                 group.residual_slice(m).copy_(residuals[name].to(group.residual.device))
+            group.has_residual = bool(group.residual.any())
         self.densities = [float(d) for d in state["densities"]]
         self.step = int(state["step"])
         self._next_profile_start = state["next_profile_start"]
@@ -425,6 +454,7 @@ def check_settings(
     warmup_steps: int,
     profile_steps: int,
     replan_every_n_steps: int | None,
+    density_warmup_steps: int = 0,
 ) -> None:
     """Raise ``ValueError`` naming the argument when a reducer setting is out of range."""
     num_selected(1, density)  # validates (0, 1]
@@ -434,6 +464,8 @@ def check_settings(
         raise ValueError(f"need warmup_steps >= 0 and profile_steps >= 1, got {warmup_steps}, {profile_steps}")
     if replan_every_n_steps is not None and replan_every_n_steps <= profile_steps:
         raise ValueError(f"replan_every_n_steps ({replan_every_n_steps}) must exceed profile_steps ({profile_steps})")
+    if density_warmup_steps < 0:
+        raise ValueError(f"need density_warmup_steps >= 0, got {density_warmup_steps}")
 
 
 def _split_by_name(row: Tensor, layout: list[tuple[str, int]]) -> dict[str, Tensor]:

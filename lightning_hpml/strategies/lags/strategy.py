@@ -50,6 +50,9 @@ class LAGSStrategy(DDPStrategy):
             times, so its exchange hides behind the compute that remains (:mod:`~.planner`).
         density_min: lower clamp of adaptive densities.
         density_max: upper clamp of adaptive sparse densities (default 1: no cap; e.g. 0.05 trades accuracy for CPU).
+        density_warmup_steps: optimizer steps over which every group's density decays exponentially from 1 (dense)
+            to its fixed or planned value, the warm-up of Deep Gradient Compression (Lin et al., ICLR 2018); 0: none.
+            Restored with the step count on resume.
         group_threshold: merge consecutive parameters (backward order) until a group holds this many elements.
         warmup_steps: optimizer steps before profiling begins.
         profile_steps: optimizer steps whose backward timings are averaged for the plan.
@@ -71,6 +74,7 @@ class LAGSStrategy(DDPStrategy):
         adaptive: bool = True,
         density_min: float = 0.001,
         density_max: float = 1.0,
+        density_warmup_steps: int = 0,
         group_threshold: int = 8192,
         warmup_steps: int = 1,
         profile_steps: int = 5,
@@ -98,12 +102,15 @@ class LAGSStrategy(DDPStrategy):
             start_method=start_method,
         )
         # Fail at construction, not after the processes have started.
-        check_settings(density, density_min, density_max, warmup_steps, profile_steps, replan_every_n_steps)
+        check_settings(
+            density, density_min, density_max, warmup_steps, profile_steps, replan_every_n_steps, density_warmup_steps
+        )
         self._reducer_kwargs = {
             "density": density,
             "adaptive": adaptive,
             "density_min": density_min,
             "density_max": density_max,
+            "density_warmup_steps": density_warmup_steps,
             "group_threshold": group_threshold,
             "warmup_steps": warmup_steps,
             "profile_steps": profile_steps,
