@@ -16,6 +16,10 @@ side by side, from the same seed, on a fixed random batch per rank, with SGD (lr
   each group's exchange started from its backward hook;
 - ``lags_adaptive``: the same with the adaptive per-group density plan (link cost measured at start-up).
 
+``--density-min``, ``--density-max`` and ``--lags-density-warmup-steps`` set the LAGS methods' arguments of the same
+names, so the configuration recommended by ``lags_convergence.py`` runs here unchanged; a density warm-up runs
+untimed (its wall time is ``warmup_s`` in the JSON), and the timed steps use the planned densities.
+
 Each method first runs enough untimed steps to be in its steady state (DDP's bucket rebuild, PowerSGD's
 compressed phase, the LAGS profile and plan), then ``--steps`` timed iterations between two barriers, fewer
 when the last warm-up step says they would exceed ``--time-budget-s`` (the dense runs at 10 Mbit/s take
@@ -251,11 +255,13 @@ class LagsFixed(Method):
             density_min=args.density_min,
             density_max=args.density_max,
             group_threshold=args.group_threshold,
+            density_warmup_steps=args.lags_density_warmup_steps,
             warmup_steps=1,
             profile_steps=args.lags_profile_steps,
         )
-        # Steady state: the first step (group order check), the adaptive profile and plan, then two planned steps.
-        self.warmup_steps = 1 + args.lags_profile_steps + 2
+        # Steady state: the first step (group order check), the adaptive profile and plan, then two planned steps;
+        # with a density warm-up (DGC), also every step of it, so the timed steps send at the planned densities.
+        self.warmup_steps = max(1 + args.lags_profile_steps + 2, args.lags_density_warmup_steps + 1)
 
     def exchange(self) -> dict[str, float]:
         return self.reducer.finish().to_dict()
@@ -305,10 +311,12 @@ class Timed:
         model, self.inputs, self.target = build_model(model_name, args.quick, rank, args.seed)
         self.params = sum(p.numel() for p in model.parameters())
         self.method = METHOD_CLASSES[method_name](model, args)
+        warmup_started = time.perf_counter()
         for _ in range(self.method.warmup_steps):
             started = time.perf_counter()
             self.method.step(self.inputs, self.target)
             last_step_s = time.perf_counter() - started
+        self.warmup_s = time.perf_counter() - warmup_started
         # Every rank must run the same number of steps: size the loop from the slowest rank's last warm-up step.
         slowest = torch.tensor([last_step_s], dtype=torch.float64)
         dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
@@ -341,6 +349,7 @@ class Timed:
             "method": self.name,
             "params": self.params,
             "warmup_steps": self.method.warmup_steps,
+            "warmup_s": self.warmup_s,  # this rank's untimed warm-up (LAGS: includes any density warm-up)
             "steps": steps,
             "iter_s_mean": self.elapsed_s / steps,
             "iter_s_median": statistics.median(self.times),
@@ -557,6 +566,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--density-max", type=float, default=1.0, help="lags_adaptive upper sparse density clamp")
     parser.add_argument("--group-threshold", type=int, default=8192, help="LAGS group size threshold (elements)")
     parser.add_argument("--lags-profile-steps", type=int, default=5, help="LAGS backward-profiling steps")
+    parser.add_argument(
+        "--lags-density-warmup-steps",
+        type=int,
+        default=0,
+        help="LAGS dense warm-up (DGC): densities decay from 1 over this many steps, run untimed before timing",
+    )
     parser.add_argument("--powersgd-rank", type=int, default=1, help="PowerSGD matrix approximation rank")
     parser.add_argument("--mtu", type=int, default=9000, help="loopback MTU inside the namespaces")
     parser.add_argument("--seed", type=int, default=0)
@@ -611,7 +626,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     header, rows = table_rows(results)
     caption = (
         f"{machine['cpu_model']}, {args.world_size} Gloo ranks x 1 thread, torch {machine['torch']}; "
-        f"density {args.density}, PowerSGD rank {args.powersgd_rank}"
+        f"density {args.density}, PowerSGD rank {args.powersgd_rank}; LAGS adaptive density in "
+        f"[{args.density_min}, {args.density_max}], density warm-up {args.lags_density_warmup_steps} steps (untimed)"
     )
     print_table(header, rows, caption)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

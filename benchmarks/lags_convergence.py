@@ -5,10 +5,21 @@ having if the model still reaches the dense model's quality. Each variant below 
 initial weights on the same data order for the same number of steps; only the gradient exchange differs:
 
 - ``ddp``: Lightning's ``DDPStrategy`` (dense allreduce), the reference;
-- ``lags_d0.01``, ``lags_d0.001``: ``LAGSStrategy(adaptive=False, density=...)``, a fixed fraction of every group;
+- ``lags_d0.01``, ``lags_d0.001``, ``lags_d0.05``: ``LAGSStrategy(adaptive=False, density=...)``, a fixed fraction
+  of every group;
+- ``lags_d0.05_w96``: the same at 0.05 after a 96-step dense warm-up (``density_warmup_steps``, Deep Gradient
+  Compression's warm-up: the density decays exponentially from 1 to 0.05 over the first 96 steps);
 - ``lags_adaptive``: ``LAGSStrategy()``, densities planned from the measured link and the profiled backward. On an
   unthrottled loopback link nearly every exchange hides behind backward, so the plan is mostly dense: the mean
-  logged density column shows how sparse it really was.
+  logged density column shows how sparse it really was;
+- ``lags_adaptive_dgc``: ``LAGSStrategy(density_max=0.05, density_warmup_steps=96)``, the adaptive plan capped at
+  0.05 (the setting that makes it faster than PowerSGD and global top-k in ``lags_bandwidth.py`` at 100 Mbit/s)
+  with the dense warm-up. Run it with ``--netns-rate 100`` so that the plan sees a 100 Mbit/s link.
+
+``--netns-rate R`` (root) runs every LAGS variant inside a network namespace whose loopback is throttled to R Mbit/s
+(``_netns.py``, as ``lags_bandwidth.py``); ``ddp`` stays on the host loopback: its result does not depend on the
+link. ``--stereo-optimizer sgd`` trains the stereo task with SGD + momentum on the demo's schedule instead of Adam
+(LAGS-SGD's optimizer; measured: dense SGD at lr 3e-3 ends far above dense Adam on this budget, so it is not used).
 
 Tasks:
 
@@ -31,6 +42,7 @@ Usage::
     python benchmarks/lags_convergence.py                                  # both tasks, all variants (~20 min)
     python benchmarks/lags_convergence.py --tasks digits --variants ddp,lags_d0.01 --quick
     python benchmarks/lags_convergence.py --tasks stereo --stereo-epochs 24  # the demo's full budget
+    sudo python benchmarks/lags_convergence.py --variants ddp,lags_d0.05_w96,lags_adaptive_dgc --netns-rate 100
 """
 
 from __future__ import annotations
@@ -56,6 +68,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+STEREO_SGD_MOMENTUM = 0.9
+#: Loopback MTU inside a ``--netns-rate`` namespace (``lags_bandwidth.py``'s default).
+NETNS_MTU = 9000
 WORLD_SIZE = 2
 THREADS_PER_PROCESS = 1
 
@@ -65,6 +80,9 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "lags_d0.01": {"adaptive": False, "density": 0.01},
     "lags_d0.001": {"adaptive": False, "density": 0.001},
     "lags_adaptive": {},
+    "lags_d0.05": {"adaptive": False, "density": 0.05},
+    "lags_d0.05_w96": {"adaptive": False, "density": 0.05, "density_warmup_steps": 96},
+    "lags_adaptive_dgc": {"density_max": 0.05, "density_warmup_steps": 96},
 }
 LAGS_STATS = ("density", "bytes_sent", "dense_bytes", "comm_hidden_s", "comm_exposed_s")
 
@@ -158,8 +176,24 @@ def build_digits(args: argparse.Namespace) -> tuple[L.LightningModule, L.Lightni
 
 
 # ------------------------------------------------------------------------------------------------------ stereo
+def sgd_stereo_module(lr: float, momentum: float, **kwargs: Any) -> L.LightningModule:
+    """A ``StereoModule`` trained by SGD with momentum (LAGS-SGD's optimizer) on the demo's learning-rate schedule."""
+    from lightning_hpml.modules.stereo import StereoModule
+
+    class SGDStereoModule(StereoModule):
+        def configure_optimizers(self) -> dict[str, Any]:
+            adam_config = super().configure_optimizers()  # the demo's schedule: halve every half round, reset per round
+            lr_factor = adam_config["lr_scheduler"]["scheduler"].lr_lambdas[0]
+            optimizer = torch.optim.SGD(self.parameters(), lr=lr, momentum=momentum)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    return SGDStereoModule(lr=lr, **kwargs)
+
+
 def build_stereo(args: argparse.Namespace) -> tuple[L.LightningModule, L.LightningDataModule, dict[str, Any]]:
-    """The demo recipe (three loss rounds, Adam 1e-3 halving every half round), ``--stereo-epochs`` long."""
+    """The demo recipe (three loss rounds, Adam 1e-3 halving every half round), ``--stereo-epochs`` long; with
+    ``--stereo-optimizer sgd`` the same schedule drives SGD (momentum 0.9) from ``--stereo-sgd-lr``."""
     from lightning_hpml.datamodules.stereo import SceneFlowDataModule
     from lightning_hpml.modules.stereo import FADNet, LossRound, StereoModule
 
@@ -172,13 +206,16 @@ def build_stereo(args: argparse.Namespace) -> tuple[L.LightningModule, L.Lightni
     )
     rounds = [LossRound(w, per_round) for w in weights[:-1]]
     rounds.append(LossRound(weights[-1], max(1, epochs - 2 * per_round)))
-    model = StereoModule(
-        FADNet(width=0.0625 if args.quick else 0.25),
-        loss_rounds=rounds,
-        lr=1e-3,
-        lr_halving_epochs=max(1, per_round // 2),
-        log_images=False,
-    )
+    common = {
+        "net": FADNet(width=0.0625 if args.quick else 0.25),
+        "loss_rounds": rounds,
+        "lr_halving_epochs": max(1, per_round // 2),
+        "log_images": False,
+    }
+    if args.stereo_optimizer == "sgd":
+        model = sgd_stereo_module(args.stereo_sgd_lr, STEREO_SGD_MOMENTUM, **common)
+    else:
+        model = StereoModule(lr=1e-3, **common)
     if args.quick:
         size = {"height": 96, "width": 192, "num_sequences": 2, "num_test_sequences": 1, "frames_per_sequence": 4}
         crop = (64, 128)
@@ -315,6 +352,7 @@ def run_one(args: argparse.Namespace) -> None:
 def forwarded_options(args: argparse.Namespace) -> list[str]:
     """The budget options a ``--run-one`` child needs (everything that changes what is trained)."""
     options = ["--seed", str(args.seed), "--digits-optimizer", args.digits_optimizer]
+    options += ["--stereo-optimizer", args.stereo_optimizer, "--stereo-sgd-lr", repr(args.stereo_sgd_lr)]
     for name in ("digits_epochs", "stereo_epochs", "synthetic_dir"):
         if getattr(args, name):
             options += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
@@ -322,9 +360,29 @@ def forwarded_options(args: argparse.Namespace) -> list[str]:
 
 
 def run_variant(task: str, variant: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Run one variant in a fresh interpreter (its log next to the results); return its record."""
+    """Run one variant in a fresh interpreter (its log next to the results); return its record.
+
+    With ``--netns-rate`` the LAGS variants run inside a network namespace whose loopback is throttled to that rate
+    (as ``lags_bandwidth.py`` does), so the adaptive plan sees the slow link; ``ddp`` stays on the host loopback
+    (its result does not depend on the link, and a dense run over a slow link would take hours).
+    """
+    if args.netns_rate is not None and VARIANTS[variant] is not None:
+        from _netns import throttled_namespace
+        from lags_bandwidth import tbf_settings
+
+        with throttled_namespace(args.netns_rate, mtu=NETNS_MTU, **tbf_settings(args.netns_rate, NETNS_MTU)) as name:
+            record = _run_variant(task, variant, args, work, prefix=["ip", "netns", "exec", name])
+        record["link"] = f"netns {args.netns_rate:g} Mbit/s"
+        return record
+    record = _run_variant(task, variant, args, work, prefix=[])
+    record["link"] = "host loopback"
+    return record
+
+
+def _run_variant(task: str, variant: str, args: argparse.Namespace, work: Path, prefix: list[str]) -> dict[str, Any]:
     result, log = work / f"{task}-{variant}.json", work / f"{task}-{variant}.log"
-    command = [sys.executable, str(Path(__file__).resolve()), "--run-one", task, variant, "--result", str(result)]
+    script = str(Path(__file__).resolve())
+    command = [*prefix, sys.executable, script, "--run-one", task, variant, "--result", str(result)]
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS_PER_PROCESS)}
     started = time.perf_counter()
     with log.open("w") as out:
@@ -366,6 +424,7 @@ def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     header = [
         "task",
         "variant",
+        "link",
         "metric",
         "step 0",
         "final",
@@ -384,7 +443,7 @@ def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     rows = []
     for r in records:
         if "error" in r:
-            rows.append([r["task"], r["variant"], "error: " + r["error"], *[""] * (len(header) - 3)])
+            rows.append([r["task"], r["variant"], r.get("link", ""), "error: " + r["error"], *[""] * (len(header) - 4)])
             continue
         relative = TASKS[r["task"]].relative
         gap = r.get("gap_vs_ddp")
@@ -394,6 +453,7 @@ def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
             [
                 r["task"],
                 r["variant"],
+                r.get("link", ""),
                 r["metric"],
                 f"{r['initial']:.4g}" if r["initial"] is not None else "",
                 f"{r['final']:.4f}",
@@ -427,8 +487,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--digits-optimizer", choices=("sgd", "adam"), default="sgd", help="sgd: lr 0.05, momentum 0.9; adam: lr 1e-3"
     )
     parser.add_argument("--stereo-epochs", type=int, default=None, help="default 12 (3 with --quick)")
+    parser.add_argument(
+        "--stereo-optimizer",
+        choices=("adam", "sgd"),
+        default="adam",
+        help="adam: the demo's AMSGrad 1e-3; sgd: SGD momentum 0.9 (LAGS-SGD's optimizer) on the same schedule",
+    )
+    parser.add_argument("--stereo-sgd-lr", type=float, default=3e-3, help="initial SGD learning rate (stereo)")
     parser.add_argument("--synthetic-dir", type=Path, default=None, help="synthetic SceneFlow tree (default: cache)")
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per variant")
+    parser.add_argument(
+        "--netns-rate",
+        type=float,
+        default=None,
+        help="Mbit/s: run the LAGS variants in a network namespace throttled to this rate (root; ddp stays on the host)",
+    )
     parser.add_argument("--run-one", nargs=2, metavar=("TASK", "VARIANT"), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -477,6 +550,9 @@ def main(argv: list[str] | None = None) -> Path | None:
             "digits_epochs": args.digits_epochs,
             "digits_optimizer": args.digits_optimizer,
             "stereo_epochs": args.stereo_epochs,
+            "stereo_optimizer": args.stereo_optimizer,
+            "stereo_sgd_lr": args.stereo_sgd_lr if args.stereo_optimizer == "sgd" else None,
+            "netns_rate_mbit": args.netns_rate,
             "tolerance": {name: {"gap": t.tolerance, "relative": t.relative} for name, t in TASKS.items()},
         },
         "machine": machine,
