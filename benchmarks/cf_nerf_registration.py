@@ -49,11 +49,13 @@ def run(seed: int, args: argparse.Namespace) -> dict:
         nerf_lr=2e-3,
         camera_lr=args.camera_lr,
         rotation_lr=1e-2,
+        focal_lr=args.focal_lr,
         init_epochs=args.init_epochs,
         epochs=args.epochs,
         global_every=args.global_every,
         refine_levels=tuple(args.refine_levels),
         init_rotation=not args.official_init,
+        init_candidates=args.init_candidates,
         test_pose_steps=100,
         seed=seed,
     )
@@ -88,16 +90,21 @@ def main() -> None:
     parser.add_argument("--arc-deg", type=float, default=40.0, help="degrees the orbit turns")
     parser.add_argument("--height-swing", type=float, default=0.6, help="up-down amplitude of the orbit")
     parser.add_argument("--camera-lr", type=float, default=1e-3, help="Adam lr of focal and translations")
+    parser.add_argument("--focal-lr", type=float, default=None, help="Adam lr of the focal (default: camera lr)")
     parser.add_argument("--init-epochs", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--global-every", type=int, default=2)
     parser.add_argument("--refine-levels", type=int, nargs="*", default=[2, 1])
+    parser.add_argument("--init-candidates", type=int, default=1, help="initialisations tried, the best kept")
     parser.add_argument("--official-init", action="store_true", help="keep rotations fixed during initialisation")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="hpml-bench-"))
-    rows = [run(seed, args) for seed in args.seeds]
+    rows = []
+    for seed in args.seeds:
+        rows.append(run(seed, args))
+        print({key: rows[-1][key] for key in ("seed", "rotation_deg", "translation", "psnr", "ssim")}, flush=True)
     table = markdown_table(
         ["seed", "steps", "fit s (CPU)", "rotation error deg", "translation error", "PSNR dB", "SSIM"],
         [

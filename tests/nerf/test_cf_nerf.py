@@ -44,6 +44,19 @@ def test_schedule_follows_the_official_stage_order():
         schedule.locate(schedule.total_steps)
 
 
+def test_schedule_repeats_init_per_candidate():
+    schedule = IncrementalSchedule(4, init_epochs=2, epochs=1, init_candidates=3)
+    assert [(s.name, s.candidate) for s in schedule.stages[:4]] == [
+        ("init", 0),
+        ("init", 1),
+        ("init", 2),
+        ("local", None),
+    ]
+    assert schedule.stages[3].register == 3
+    with pytest.raises(ValueError, match="init_candidates"):
+        IncrementalSchedule(4, init_candidates=0)
+
+
 def test_axis_angle_matches_scipy_and_is_smooth_at_zero():
     vectors = torch.tensor([[0.3, -0.2, 0.9], [1e-6, 0.0, -2e-6], [0.0, 0.0, 0.0], [2.5, 0.1, -0.4]])
     expected = torch.from_numpy(Rotation.from_rotvec(vectors.numpy()).as_matrix()).float()
@@ -123,19 +136,47 @@ def test_incremental_training_runs_every_stage_and_exports(nerf_scene, tmp_path)
     assert math.isfinite(result["test/psnr"]) and -1 <= result["test/ssim"] <= 1
 
 
-def test_resuming_mid_stage_continues_exactly(nerf_scene, tmp_path):
+def test_init_candidates_keep_the_best_scored_start(nerf_scene, tmp_path):
+    class SnapshotAfterInit(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args) -> None:
+            if int(module.schedule_step) == init_steps:
+                self.best = {k: v.clone() for k, v in module.best_init["field"].items()}
+                self.candidate = module.best_init["candidate"]
+
     torch.manual_seed(0)
-    full = _tiny_module(refine_levels=())
+    module = _tiny_module(init_candidates=3, refine_levels=())
+    snapshot = SnapshotAfterInit()
+    init_steps = 3 * 6 * 3  # candidates x init_epochs x views
+    # stop 2 steps into the first local stage (the NeRF is frozen there; Lightning counts each optimizer.step())
+    trainer = _trainer(tmp_path, max_steps=init_steps * 4 + 2 * 2, callbacks=[snapshot])
+    trainer.fit(module, datamodule=_data(nerf_scene))
+    candidates = [e for e in module.pose_history if e["name"] == "init"]
+    assert [e["candidate"] for e in candidates] == [0, 1, 2]
+    scores = [e["init_psnr"] for e in candidates]
+    assert all(math.isfinite(score) and score > 5 for score in scores)
+    assert len(set(scores)) == 3  # three different starts
+    assert snapshot.candidate == max(range(3), key=scores.__getitem__)
+    # the first local stage starts from the best candidate's field (frozen during localisation)
+    for name, value in module.field.state_dict().items():
+        torch.testing.assert_close(value, snapshot.best[name], atol=0, rtol=0, msg=name)
+    assert module.best_init is None  # consumed when the first new image arrived
+
+
+@pytest.mark.parametrize("candidates", [1, 2])
+def test_resuming_mid_stage_continues_exactly(nerf_scene, tmp_path, candidates):
+    torch.manual_seed(0)
+    full = _tiny_module(refine_levels=(), init_candidates=candidates)
     _trainer(tmp_path / "full").fit(full, datamodule=_data(nerf_scene))
     torch.manual_seed(0)
-    first = _tiny_module(refine_levels=())
-    stop = full.schedule.total_steps // 2 + 1  # inside a stage
+    first = _tiny_module(refine_levels=(), init_candidates=candidates)
+    # inside a stage: half-way, or inside the second initialisation candidate (the best so far is in the checkpoint)
+    stop = full.schedule.total_steps // 2 + 1 if candidates == 1 else 6 * 3 + 5
     interrupted = _trainer(tmp_path / "a", max_steps=stop * 4)  # Lightning counts each optimizer.step()
     interrupted.fit(first, datamodule=_data(nerf_scene))
     checkpoint = tmp_path / "mid.ckpt"
     interrupted.save_checkpoint(checkpoint)
     torch.manual_seed(123)  # a different global RNG state must not matter
-    resumed = _tiny_module(refine_levels=())
+    resumed = _tiny_module(refine_levels=(), init_candidates=candidates)
     _trainer(tmp_path / "b").fit(resumed, datamodule=_data(nerf_scene), ckpt_path=str(checkpoint))
     assert 0 < int(first.schedule_step) < full.schedule.total_steps
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):

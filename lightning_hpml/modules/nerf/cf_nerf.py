@@ -19,7 +19,14 @@ only used to log ``pose/rotation_deg`` and ``pose/translation`` after each stage
 into the learned frame through the alignment, its pose refined for ``test_pose_steps`` steps with the NeRF frozen
 (the usual test-time optimisation of pose-free NeRFs), rendered, and scored by PSNR and SSIM (torchmetrics).
 
-Differences from the official code: rotations are optimised in the initialisation stage too (``init_rotation``;
+Initialisation candidates (``init_candidates`` K > 1, not in the official code): from identity cameras, the first
+images can settle in a wrong basin (on our synthetic orbit: a collapsed focal with the cameras translating the other
+way, or forward motion instead of the orbit), and every later image inherits it. The init stage is then run K times,
+candidate ``c > 0`` from a field re-initialised with seed ``(seed, c)`` and identity cameras; each candidate is scored
+by the PSNR of full renders of the init images and the best one is restored before the first new image (logged as
+``init/psnr``; ``pose_history`` records every candidate's score).
+
+Differences from the official code: the initialisation candidates above; rotations are optimised in the initialisation stage too (``init_rotation``;
 the official code leaves the first images at identity rotation, which fails for trajectories that turn from the
 start); the schedule lengths, learning rates, field size and samples per ray are
 arguments (defaults are the official values; the test and demo configs shrink them for a CPU); the first image of a
@@ -29,6 +36,7 @@ SIREN first-layer frequency is an explicit 20 (the official passes ``sigma_mul``
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import lightning as L
@@ -59,7 +67,7 @@ class CFNeRFModule(L.LightningModule):
     near, far, samples: Ray bounds and stratified samples per ray (official: 0, 6, 128).
     rays_per_step: Pixels rendered per step (official scripts: 1024 or 2048).
     nerf_lr, camera_lr: Adam learning rates of the field and of focal/rotations/translations (1e-3 each).
-    rotation_lr: A separate rotation learning rate (default: ``camera_lr``).
+    rotation_lr, focal_lr: Separate rotation and focal learning rates (default: ``camera_lr``).
     nerf_decay, nerf_decay_every, camera_decay, camera_decay_every: Step-decay of the learning rates.
     sigma_noise_std: Gaussian noise on densities during training (official ``raw_noise_std`` 1.0).
     init_views, init_epochs, epochs, part_views, global_every, refine_levels, init_rotation: The schedule
@@ -78,6 +86,7 @@ class CFNeRFModule(L.LightningModule):
         nerf_lr: float = 1e-3,
         camera_lr: float = 1e-3,
         rotation_lr: float | None = None,
+        focal_lr: float | None = None,
         nerf_decay: float = 0.9954,
         nerf_decay_every: int = 20,
         camera_decay: float = 0.9,
@@ -90,6 +99,7 @@ class CFNeRFModule(L.LightningModule):
         global_every: int = 5,
         refine_levels: tuple[int, ...] = (),
         init_rotation: bool = True,
+        init_candidates: int = 1,
         test_pose_steps: int = 200,
         test_pose_lr: float = 1e-3,
         seed: int = 3407,
@@ -102,7 +112,8 @@ class CFNeRFModule(L.LightningModule):
         self.field = field if field is not None else RadianceField()
         self.near, self.far, self.samples, self.rays_per_step = near, far, samples, rays_per_step
         rotation_lr = camera_lr if rotation_lr is None else rotation_lr
-        self.lrs = {"nerf": nerf_lr, "focal": camera_lr, "rotation": rotation_lr, "translation": camera_lr}
+        focal_lr = camera_lr if focal_lr is None else focal_lr
+        self.lrs = {"nerf": nerf_lr, "focal": focal_lr, "rotation": rotation_lr, "translation": camera_lr}
         self.decay = {"nerf": (nerf_decay, nerf_decay_every)} | {
             g: (camera_decay, camera_decay_every) for g in _GROUPS[1:]
         }
@@ -115,6 +126,7 @@ class CFNeRFModule(L.LightningModule):
             "global_every": global_every,
             "refine_levels": tuple(refine_levels),
             "init_rotation": init_rotation,
+            "init_candidates": init_candidates,
         }
         self.test_pose_steps, self.test_pose_lr, self.seed = test_pose_steps, test_pose_lr, seed
         self.cameras: LearnedCameras | None = None
@@ -122,6 +134,7 @@ class CFNeRFModule(L.LightningModule):
         self.register_buffer("schedule_step", torch.zeros((), dtype=torch.long))
         self.register_buffer("current_stage", torch.full((), -1, dtype=torch.long))
         self.pose_history: list[dict] = []
+        self.best_init: dict | None = None  # the best initialisation candidate so far: score, candidate, state
         self.test_psnr = PeakSignalNoiseRatio(data_range=1.0)
         self.test_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self._images: dict[int, tuple[Tensor, int, int]] = {}
@@ -219,14 +232,52 @@ class CFNeRFModule(L.LightningModule):
             optimizer.state.clear()  # the official code builds new optimisers for every stage
             for param_group in optimizer.param_groups:
                 param_group["lr"] = self.lrs[group]
+        if stage.candidate is not None and stage.candidate > 0:
+            self._reinitialise(stage.candidate)
+        if stage.name != "init" and self.best_init is not None:  # the first stage after the candidates
+            self.field.load_state_dict(self.best_init["field"])
+            self.cameras.load_state_dict(self.best_init["cameras"])
+            self.best_init = None
         if stage.register is not None:
             self.cameras.copy_pose(stage.register - 1, stage.register)
         self.current_stage.fill_(index)
+
+    def _reinitialise(self, candidate: int) -> None:
+        """A fresh field (seeded by ``(seed, candidate)``, independent of the global RNG) and identity cameras."""
+        fresh = copy.deepcopy(self.field).cpu()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1_000_003 + candidate)
+            for layer in fresh.modules():
+                if layer is not fresh and hasattr(layer, "reset_parameters"):
+                    layer.reset_parameters()
+        self.field.load_state_dict(fresh.state_dict())
+        self.cameras.reset()
+
+    @torch.no_grad()
+    def _score_candidate(self, stage: Stage) -> float:
+        """PSNR of full renders of the stage's images at their learned poses (deterministic: no jitter, no noise)."""
+        colours, height, width = self._sequence(stage.level)
+        poses = self.cameras.camera_to_world(torch.tensor(stage.views, device=self.device))
+        rendered = torch.stack([self.render_image(pose, height, width) for pose in poses])
+        target = colours[list(stage.views)].reshape(len(stage.views), height, width, 3).permute(0, 3, 1, 2)
+        return float(-10.0 * torch.log10(F.mse_loss(rendered, target)))
+
+    def _keep_if_best(self, stage: Stage) -> float:
+        score = self._score_candidate(stage)
+        if stage.candidate == 0 or score > self.best_init["score"]:
+            state = {name: module.state_dict() for name, module in (("field", self.field), ("cameras", self.cameras))}
+            self.best_init = {"score": score, "candidate": stage.candidate} | {
+                name: {key: value.detach().cpu().clone() for key, value in part.items()} for name, part in state.items()
+            }
+        return score
 
     def _end_stage(self, index: int, stage: Stage) -> None:
         registered = max(stage.views) + 1
         truth = self.true_poses
         entry = {"stage": index, "name": stage.name, "registered": registered, "level": stage.level}
+        if stage.candidate is not None and self.schedule_args["init_candidates"] > 1:
+            entry |= {"candidate": stage.candidate, "init_psnr": self._keep_if_best(stage)}
+            self.log("init/psnr", entry["init_psnr"])
         if truth is not None and registered >= 3:
             errors = camera_pose_errors(self.learned_poses()[:registered], truth[:registered])
             entry |= {"rotation_deg": errors["rotation_deg"], "translation": errors["translation"]}
@@ -242,9 +293,11 @@ class CFNeRFModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cf_nerf_pose_history"] = self.pose_history
+        checkpoint["cf_nerf_best_init"] = self.best_init
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.pose_history = list(checkpoint.get("cf_nerf_pose_history", []))
+        self.best_init = checkpoint.get("cf_nerf_best_init")
         if self.cameras is None:  # loading outside a Trainer: size the cameras from the checkpoint
             self.cameras = LearnedCameras(checkpoint["state_dict"]["cameras.rotations"].shape[0])
 

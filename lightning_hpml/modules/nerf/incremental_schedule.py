@@ -6,7 +6,9 @@ views with one step (one batch of rays from one view) per view:
 1. ``init``: the first ``init_views`` images for ``init_epochs`` epochs (views shuffled), optimising the NeRF, the
    focal, the translations and (``init_rotation=True``, our default) the rotations. The official code does not step
    the rotation optimiser here, so the first images keep identity rotations until the next stages; that only suits
-   nearly parallel first views (``init_rotation=False`` reproduces it).
+   nearly parallel first views (``init_rotation=False`` reproduces it). With ``init_candidates`` K > 1 (ours, not
+   in the official code) the stage runs K times from differently seeded fields and identity cameras, and the
+   candidate that renders the first images best is kept (see :class:`~lightning_hpml.modules.nerf.CFNeRFModule`).
 2. For each further image ``i``: ``local`` ("implicit localisation") - image ``i`` starts at the pose of image
    ``i - 1`` and only its rotation and translation are optimised, NeRF frozen, ``epochs`` steps; ``part`` - NeRF and
    poses of the last ``part_views`` images, ``epochs`` epochs; ``global`` ("implicit optimisation") - NeRF, focal and
@@ -38,6 +40,7 @@ class Stage:
     rotation: bool
     translation: bool
     register: int | None = None  # image whose pose starts from the previous image's at the start of the stage
+    candidate: int | None = None  # which initialisation candidate an ``init`` stage trains
     shuffle: bool = True
 
     @property
@@ -53,6 +56,7 @@ class IncrementalSchedule:
         600 or 900, 3, 5 or 10).
     refine_levels: Pyramid levels of the final global stages (official scripts: 2, 1, 0).
     init_rotation: Optimise rotations during ``init`` (the official code does not).
+    init_candidates: Repeat ``init`` this many times from fresh starts (1: the official single initialisation).
     """
 
     def __init__(
@@ -66,10 +70,17 @@ class IncrementalSchedule:
         global_every: int = 5,
         refine_levels: tuple[int, ...] = (),
         init_rotation: bool = True,
+        init_candidates: int = 1,
     ) -> None:
         if num_images < init_views:
             raise ValueError(f"need at least init_views = {init_views} images, got {num_images}")
-        stages = [Stage("init", tuple(range(init_views)), init_epochs, level, True, True, init_rotation, True)]
+        if init_candidates < 1:
+            raise ValueError(f"init_candidates must be at least 1, got {init_candidates}")
+        views = tuple(range(init_views))
+        stages = [
+            Stage("init", views, init_epochs, level, True, True, init_rotation, True, candidate=candidate)
+            for candidate in range(init_candidates)
+        ]
         for i in range(init_views, num_images):
             stages.append(Stage("local", (i,), epochs, level, False, False, True, True, register=i))
             stages.append(Stage("part", tuple(range(max(0, i - part_views + 1), i + 1)), epochs, level, True, False,

@@ -56,6 +56,13 @@ class LearnedCameras(nn.Module):
         return torch.cat([axis_angle_to_matrix(rotations), translations[..., None]], -1)
 
     @torch.no_grad()
+    def reset(self) -> None:
+        """Back to the initial focal factor 1 and identity poses."""
+        self.focal_factor.fill_(1.0)
+        self.rotations.zero_()
+        self.translations.zero_()
+
+    @torch.no_grad()
     def copy_pose(self, source: int, target: int) -> None:
         """Start image ``target`` at the pose of image ``source`` (before registering it)."""
         self.rotations[target] = self.rotations[source]

@@ -30,9 +30,12 @@ class SineLayer(nn.Linear):
     """``sin(w0 * (W x + b))`` with SIREN's initialisation."""
 
     def __init__(self, in_features: int, out_features: int, w0: float, first: bool) -> None:
+        self.w0, self.first = w0, first  # read by reset_parameters, which nn.Linear's constructor calls
         super().__init__(in_features, out_features)
-        self.w0 = w0
-        bound = 1.0 / in_features if first else math.sqrt(6.0 / in_features) / w0
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        bound = 1.0 / self.in_features if self.first else math.sqrt(6.0 / self.in_features) / self.w0
         nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
