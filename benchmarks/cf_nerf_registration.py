@@ -25,6 +25,7 @@ import torch
 from _report import markdown_table
 
 from lightning_hpml.datamodules.nerf import NeRFBusterDataModule
+from lightning_hpml.metrics.camera_pose import camera_pose_errors
 from lightning_hpml.modules.nerf import CFNeRFModule, RadianceField
 
 RESULTS = Path(__file__).with_name("results")
@@ -71,6 +72,7 @@ def run(seed: int, args: argparse.Namespace) -> dict:
     trainer.fit(model, datamodule=data)
     seconds = time.perf_counter() - start
     result = trainer.test(model, datamodule=data, verbose=False)[0]
+    errors = camera_pose_errors(model.learned_poses(), model.true_poses)
     return {
         "seed": seed,
         "steps": model.schedule.total_steps,
@@ -79,6 +81,10 @@ def run(seed: int, args: argparse.Namespace) -> dict:
         "translation": result["test/translation"],
         "psnr": result["test/psnr"],
         "ssim": result["test/ssim"],
+        "rotation_deg_each": errors["rotation_deg_each"].tolist(),
+        "translation_each": errors["translation_each"].tolist(),
+        "focal_px": float(model.cameras.focal(*data.train_sequence().images.shape[-2:])),
+        "learned_camera_to_world": model.learned_poses().tolist(),
         "history": model.pose_history,
     }
 
