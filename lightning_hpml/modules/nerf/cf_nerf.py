@@ -26,9 +26,9 @@ candidate ``c > 0`` from a field re-initialised with seed ``(seed, c)`` and iden
 by the PSNR of full renders of the init images and the best one is restored before the first new image (logged as
 ``init/psnr``; ``pose_history`` records every candidate's score).
 
-Differences from the official code: the initialisation candidates above; rotations are optimised in the initialisation stage too (``init_rotation``;
-the official code leaves the first images at identity rotation, which fails for trajectories that turn from the
-start); the schedule lengths, learning rates, field size and samples per ray are
+Differences from the official code: the initialisation candidates above; rotations are optimised in the
+initialisation stage too (``init_rotation``; the official code leaves the first images at identity rotation, which
+fails for trajectories that turn from the start); a separate focal learning rate; the schedule lengths, learning rates, field size and samples per ray are
 arguments (defaults are the official values; the test and demo configs shrink them for a CPU); the first image of a
 new stage's pose copy and the optimiser resets are keyed to the global step so a resumed run continues exactly; the
 SIREN first-layer frequency is an explicit 20 (the official passes ``sigma_mul`` there, also 20).
@@ -70,8 +70,8 @@ class CFNeRFModule(L.LightningModule):
     rotation_lr, focal_lr: Separate rotation and focal learning rates (default: ``camera_lr``).
     nerf_decay, nerf_decay_every, camera_decay, camera_decay_every: Step-decay of the learning rates.
     sigma_noise_std: Gaussian noise on densities during training (official ``raw_noise_std`` 1.0).
-    init_views, init_epochs, epochs, part_views, global_every, refine_levels, init_rotation: The schedule
-        (:class:`IncrementalSchedule`); incremental stages run at the DataModule's ``pyramid_level``.
+    init_views, init_epochs, epochs, part_views, global_every, refine_levels, init_rotation, init_candidates: The
+        schedule (:class:`IncrementalSchedule`); incremental stages run at the DataModule's ``pyramid_level``.
     test_pose_steps, test_pose_lr: Test-time pose refinement of held-out frames.
     seed: Seeds each step's ray choice, jitter and density noise from (seed, step), so resuming is exact.
     """
