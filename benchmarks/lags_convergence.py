@@ -182,10 +182,8 @@ def sgd_stereo_module(lr: float, momentum: float, **kwargs: Any) -> L.LightningM
 
     class SGDStereoModule(StereoModule):
         def configure_optimizers(self) -> dict[str, Any]:
-            adam_config = super().configure_optimizers()  # the demo's schedule: halve every half round, reset per round
-            lr_factor = adam_config["lr_scheduler"]["scheduler"].lr_lambdas[0]
             optimizer = torch.optim.SGD(self.parameters(), lr=lr, momentum=momentum)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: self.lr_factor(epoch))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     return SGDStereoModule(lr=lr, **kwargs)

@@ -28,8 +28,9 @@ by the PSNR of full renders of the init images and the best one is restored befo
 
 Differences from the official code: the initialisation candidates above; rotations are optimised in the
 initialisation stage too (``init_rotation``; the official code leaves the first images at identity rotation, which
-fails for trajectories that turn from the start); a separate focal learning rate; the schedule lengths, learning rates, field size and samples per ray are
-arguments (defaults are the official values; the test and demo configs shrink them for a CPU); the first image of a
+fails for trajectories that turn from the start); a separate focal learning rate; the schedule lengths, learning
+rates, field size and samples per ray are arguments (defaults are the official values; the test and demo configs
+shrink them for a CPU); the first image of a
 new stage's pose copy and the optimiser resets are keyed to the global step so a resumed run continues exactly; the
 SIREN first-layer frequency is an explicit 20 (the official passes ``sigma_mul`` there, also 20).
 """
@@ -46,6 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy.spatial.transform import Rotation, Slerp
 from torch import Tensor, nn
+from torchmetrics.functional.image import peak_signal_noise_ratio
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from lightning_hpml.datamodules.formats.colmap_text import ColmapImage, write_colmap_text
@@ -260,14 +262,16 @@ class CFNeRFModule(L.LightningModule):
         poses = self.cameras.camera_to_world(torch.tensor(stage.views, device=self.device))
         rendered = torch.stack([self.render_image(pose, height, width) for pose in poses])
         target = colours[list(stage.views)].reshape(len(stage.views), height, width, 3).permute(0, 3, 1, 2)
-        return float(-10.0 * torch.log10(F.mse_loss(rendered, target)))
+        return float(peak_signal_noise_ratio(rendered, target, data_range=1.0))
 
     def _keep_if_best(self, stage: Stage) -> float:
         score = self._score_candidate(stage)
         if stage.candidate == 0 or score > self.best_init["score"]:
-            state = {name: module.state_dict() for name, module in (("field", self.field), ("cameras", self.cameras))}
-            self.best_init = {"score": score, "candidate": stage.candidate} | {
-                name: {key: value.detach().cpu().clone() for key, value in part.items()} for name, part in state.items()
+            self.best_init = {
+                "score": score,
+                "candidate": stage.candidate,
+                "field": _cpu_copy(self.field.state_dict()),
+                "cameras": _cpu_copy(self.cameras.state_dict()),
             }
         return score
 
@@ -377,6 +381,10 @@ class CFNeRFModule(L.LightningModule):
         path.parent.mkdir(parents=True, exist_ok=True)
         images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
         return path
+
+
+def _cpu_copy(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {key: value.detach().cpu().clone() for key, value in state.items()}
 
 
 def _compose(start: Tensor, delta_rotation: Tensor, delta_translation: Tensor) -> Tensor:

@@ -179,15 +179,14 @@ class StereoModule(L.LightningModule):
         out = self.predict_disparity(batch["left"], batch["right"])
         return {"disparity": out["disparity"], "name": batch.get("name")}
 
+    def lr_factor(self, epoch: int) -> float:
+        """Learning-rate multiplier at ``epoch``: halved every ``lr_halving_epochs``, restarted with each loss round."""
+        _, epoch_in_round = round_at_epoch(self.loss_rounds, epoch)
+        return 0.5 ** (epoch_in_round // self.lr_halving_epochs)
+
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, betas=self.betas, amsgrad=self.amsgrad)
-        rounds, halving = self.loss_rounds, self.lr_halving_epochs
-
-        def lr_factor(epoch: int) -> float:
-            _, epoch_in_round = round_at_epoch(rounds, epoch)
-            return 0.5 ** (epoch_in_round // halving)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: self.lr_factor(epoch))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def _log_panel(self, batch: dict[str, Any], pred: Tensor) -> None:
