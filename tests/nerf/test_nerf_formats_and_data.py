@@ -120,7 +120,7 @@ def test_datamodule_splits_by_file_name_and_halves_images_with_their_intrinsics(
     half = scene.sequence("train", level=1)
     assert full.images.shape == (4, 3, 48, 64) and half.images.shape == (4, 3, 24, 32)
     assert all("train" in n for n in full.names) and all("eval" in n for n in scene.sequence("eval").names)
-    # A world point seen at pixel p at full size is seen at (p + 0.5) / 2 - 0.5 after one pyrDown.
+    # A world point seen at pixel p at full size is seen at (p + 0.5) / 2 - 0.5 after one halving.
     point = torch.tensor([0.2, 0.3, 5.0], dtype=torch.float64)
     world_to_camera = torch.linalg.inv(full.camera_to_world[0].double())
     camera = world_to_camera[:3, :3] @ point + world_to_camera[:3, 3]
@@ -129,6 +129,19 @@ def test_datamodule_splits_by_file_name_and_halves_images_with_their_intrinsics(
     torch.testing.assert_close(pixel_half, (pixel_full + 0.5) / 2 - 0.5)
     batch = next(iter(scene.test_dataloader()))
     assert batch["image"].shape == (1, 3, 48, 64) and batch["camera_to_world"].shape == (1, 4, 4)
+
+
+def test_pyramid_keeps_pixel_centres_aligned(tmp_path):
+    """Each halving smooths and averages 2 x 2 blocks: level-2 pixel j shows full-size coordinate 4 j + 1.5, so a
+    principal point at the image centre stays there (``cv2.pyrDown`` would show 4 j: 3/8 pixel off)."""
+    ramp = np.broadcast_to((4 * np.arange(64))[None, :, None], (16, 64, 3)).astype(np.uint8)
+    for i in range(3):
+        write_rgb(tmp_path / "ramp" / "images" / f"{i:03d}.png", ramp)
+    data = NeRFBusterDataModule(root=str(tmp_path), scene="ramp", pyramid_level=2)
+    data.setup("fit")
+    row = data.train_sequence().images[0, 0, 2] * 255.0
+    # inside the borders (where the [1, 2, 1] / 4 smoothing before each halving reflects the image) to uint8 rounding
+    torch.testing.assert_close(row[1:-1], 4 * (4 * torch.arange(1.0, 15.0) + 1.5), atol=1.01, rtol=0)
 
 
 def test_image_folder_without_cameras_and_bad_names(tmp_path):

@@ -183,9 +183,10 @@ def scale_intrinsics(intrinsic: np.ndarray, scale_x: float, scale_y: float) -> n
     return k
 
 
-def downsample_intrinsics(intrinsic, factor: float):
-    """K (numpy or torch, (..., 3, 3)) for an image downsampled by ``factor`` with pixel centres kept aligned
-    (``c' = (c + 0.5) / factor - 0.5``), as average pooling, ``cv2.pyrDown`` and strided feature grids do."""
+def downsample_intrinsics(intrinsic, factor):
+    """K (numpy or torch, (..., 3, 3)) for an image downsampled by ``factor`` (a number, or numpy ``(fx, fy)``) with
+    pixel centres kept aligned (``c' = (c + 0.5) / factor - 0.5``), as area averaging and strided feature grids do
+    (``cv2.pyrDown`` does not: its pixel ``i`` is centred on input pixel ``2i``)."""
     k = intrinsic * 1.0  # a copy, for numpy arrays and tensors alike
     k[..., :2, :2] = intrinsic[..., :2, :2] / factor
     k[..., :2, 2] = (intrinsic[..., :2, 2] + 0.5) / factor - 0.5

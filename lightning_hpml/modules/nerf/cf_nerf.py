@@ -32,7 +32,9 @@ fails for trajectories that turn from the start); a separate focal learning rate
 rates, field size and samples per ray are arguments (defaults are the official values; the test and demo configs
 shrink them for a CPU); the first image of a
 new stage's pose copy and the optimiser resets are keyed to the global step so a resumed run continues exactly; the
-SIREN first-layer frequency is an explicit 20 (the official passes ``sigma_mul`` there, also 20).
+SIREN first-layer frequency is an explicit 20 (the official passes ``sigma_mul`` there, also 20); the pyramid
+levels come from :class:`~lightning_hpml.datamodules.nerf.NeRFBusterDataModule`'s centre-aligned halving, not
+``cv2.pyrDown`` (which shifts the image against the centred principal point assumed here).
 """
 
 from __future__ import annotations
