@@ -16,8 +16,8 @@ side by side, from the same seed, on a fixed random batch per rank, with SGD (lr
   each group's exchange started from its backward hook;
 - ``lags_adaptive``: the same with the adaptive per-group density plan (link cost measured at start-up).
 
-``--density-min``, ``--density-max`` and ``--lags-density-warmup-steps`` set the LAGS methods' arguments of the same
-names, so the configuration recommended by ``lags_convergence.py`` runs here unchanged; a density warm-up runs
+``--density-min``, ``--density-max``, ``--lags-density-warmup-steps`` and ``--lags-dense-below`` set the LAGS
+methods' arguments of the same names, so the configuration recommended by ``lags_convergence.py`` runs here unchanged; a density warm-up runs
 untimed (its wall time is ``warmup_s`` in the JSON), and the timed steps use the planned densities.
 
 Each method first runs enough untimed steps to be in its steady state (DDP's bucket rebuild, PowerSGD's
@@ -256,6 +256,7 @@ class LagsFixed(Method):
             density_max=args.density_max,
             group_threshold=args.group_threshold,
             density_warmup_steps=args.lags_density_warmup_steps,
+            dense_below=args.lags_dense_below,
             warmup_steps=1,
             profile_steps=args.lags_profile_steps,
         )
@@ -572,6 +573,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="LAGS dense warm-up (DGC): densities decay from 1 over this many steps, run untimed before timing",
     )
+    parser.add_argument(
+        "--lags-dense-below", type=int, default=0, help="LAGS: tensors with fewer elements always go dense"
+    )
     parser.add_argument("--powersgd-rank", type=int, default=1, help="PowerSGD matrix approximation rank")
     parser.add_argument("--mtu", type=int, default=9000, help="loopback MTU inside the namespaces")
     parser.add_argument("--seed", type=int, default=0)
@@ -627,7 +631,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     caption = (
         f"{machine['cpu_model']}, {args.world_size} Gloo ranks x 1 thread, torch {machine['torch']}; "
         f"density {args.density}, PowerSGD rank {args.powersgd_rank}; LAGS adaptive density in "
-        f"[{args.density_min}, {args.density_max}], density warm-up {args.lags_density_warmup_steps} steps (untimed)"
+        f"[{args.density_min}, {args.density_max}], density warm-up {args.lags_density_warmup_steps} steps (untimed), dense below "
+        f"{args.lags_dense_below} elements"
     )
     print_table(header, rows, caption)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

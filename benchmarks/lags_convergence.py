@@ -12,6 +12,8 @@ initial weights on the same data order for the same number of steps; only the gr
 - ``lags_adaptive``: ``LAGSStrategy()``, densities planned from the measured link and the profiled backward. On an
   unthrottled loopback link nearly every exchange hides behind backward, so the plan is mostly dense: the mean
   logged density column shows how sparse it really was;
+- ``lags_d0.05_w96_small64k``, ``…_small128k``: ``lags_d0.05_w96`` with every tensor of fewer than 65,536 /
+  131,072 elements sent dense (``dense_below``; for the quarter-width FADNet 6.7 % / 10.7 % of the weights);
 - ``lags_adaptive_dgc``: ``LAGSStrategy(density_max=0.05, density_warmup_steps=96)``, the adaptive plan capped at
   0.05 (the setting that makes it faster than PowerSGD and global top-k in ``lags_bandwidth.py`` at 100 Mbit/s)
   with the dense warm-up. Run it with ``--netns-rate 100`` so that the plan sees a 100 Mbit/s link.
@@ -83,6 +85,13 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "lags_d0.05": {"adaptive": False, "density": 0.05},
     "lags_d0.05_w96": {"adaptive": False, "density": 0.05, "density_warmup_steps": 96},
     "lags_adaptive_dgc": {"density_max": 0.05, "density_warmup_steps": 96},
+    "lags_d0.05_w96_small64k": {"adaptive": False, "density": 0.05, "density_warmup_steps": 96, "dense_below": 65536},
+    "lags_d0.05_w96_small128k": {
+        "adaptive": False,
+        "density": 0.05,
+        "density_warmup_steps": 96,
+        "dense_below": 131072,
+    },
 }
 LAGS_STATS = ("density", "bytes_sent", "dense_bytes", "comm_hidden_s", "comm_exposed_s")
 

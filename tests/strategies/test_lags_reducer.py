@@ -151,3 +151,25 @@ def test_dense_exchange_sends_a_residual_left_by_sparse_steps(world_of_one):
         torch.testing.assert_close(param.grad.flatten(), expected.grad.flatten() + residuals[name], rtol=0, atol=1e-6)
     assert not any(r.any() for r in reducer.state_dict()["residuals"].values())
     assert not any(g.has_residual for g in reducer.groups)
+
+
+def test_tensors_below_dense_below_are_sent_dense_with_no_residual(world_of_one):
+    model = make_model()  # 2.bias 2, 2.weight 32, 0.bias 16, 0.weight 128 (backward order)
+    reference = make_model()
+    reducer = LayerwiseSparseReducer(model, density=0.05, adaptive=False, group_threshold=0, dense_below=20)
+    dense_names = {name for group in reducer.groups if group.always_dense for name in group.names}
+    assert dense_names == {"2.bias", "0.bias"}
+    for seed in range(3):
+        backward(reference, seed=seed)
+        backward(model, seed=seed)
+        stats = reducer.finish()
+    assert round(stats.density * 178) == 2 + 16 + 2 + 7  # the two biases whole, 5 % of 32 and 128 rounded up
+    residuals = reducer.state_dict()["residuals"]
+    for (name, param), expected in zip(model.named_parameters(), reference.parameters(), strict=True):
+        if name in dense_names:
+            torch.testing.assert_close(param.grad, expected.grad, rtol=0, atol=0)
+            assert not residuals[name].any()
+        else:
+            assert residuals[name].any()
+    with pytest.raises(ValueError, match="dense_below >= 0"):
+        LayerwiseSparseReducer(model, density=0.05, adaptive=False, dense_below=-1)

@@ -66,6 +66,23 @@ def test_split_by_threshold_merges_small_layers_in_order():
         split_by_threshold([], threshold=0)
 
 
+def test_split_keeps_tensors_below_dense_below_apart_and_marks_their_groups_dense():
+    model = nn.Sequential(nn.Linear(10, 10), nn.Linear(10, 100), nn.Linear(100, 2))
+    named = list(model.named_parameters())[::-1]  # sizes 2, 200, 100, 1000, 10, 100
+    members = split_by_threshold(named, threshold=150, dense_below=150)
+    assert [[name for name, _ in group] for group in members] == [
+        ["2.weight"],
+        ["1.weight"],
+        ["2.bias", "1.bias", "0.bias", "0.weight"],  # the small ones, merged only with each other
+    ]
+    groups = build_groups(members, dense_below=150)
+    assert [g.always_dense for g in groups] == [False, False, True]
+    assert split_by_threshold(named, threshold=150, dense_below=0) == split_by_threshold(named, threshold=150)
+    assert not any(g.always_dense for g in build_groups(split_by_threshold(named, threshold=150)))
+    with pytest.raises(ValueError, match="dense_below"):
+        split_by_threshold(named, threshold=0, dense_below=-1)
+
+
 def test_fit_line_recovers_alpha_beta_and_clamps():
     sizes = [1e3, 1e4, 1e5, 1e6]
     assert fit_line(sizes, [2e-4 + 8e-9 * s for s in sizes]) == pytest.approx((2e-4, 8e-9))

@@ -26,6 +26,8 @@ class GradientGroup:
     offsets: list[int] = field(repr=False)
     #: Whether ``residual`` may be non-zero (set by sparse exchanges, cleared when a dense one sends it).
     has_residual: bool = False
+    #: Exchanged dense at every step (every member is smaller than the reducer's ``dense_below``).
+    always_dense: bool = False
 
     @property
     def numel(self) -> int:
@@ -44,30 +46,40 @@ class GradientGroup:
 NamedParams = list[tuple[str, nn.Parameter]]
 
 
-def split_by_threshold(named_params: Sequence[tuple[str, nn.Parameter]], threshold: int) -> list[NamedParams]:
+def split_by_threshold(
+    named_params: Sequence[tuple[str, nn.Parameter]], threshold: int, dense_below: int = 0
+) -> list[NamedParams]:
     """Walk ``named_params`` (backward order) and close a group once it holds at least ``threshold`` elements.
 
     ``threshold=0`` gives one group per tensor (the official code's default); its launcher script uses 8192.
+    Tensors with fewer than ``dense_below`` elements are merged only with each other (into groups closed by the same
+    threshold), so a group is either all small tensors (sent dense) or all large ones (sparsified).
     """
     if threshold < 0:
         raise ValueError(f"group_threshold must be >= 0 elements, got {threshold}")
+    if dense_below < 0:
+        raise ValueError(f"dense_below must be >= 0 elements, got {dense_below}")
     if not named_params:
         raise ValueError("LAGS needs at least one trainable parameter; the module has none with requires_grad=True")
     members: list[NamedParams] = []
-    pending: NamedParams = []
+    pending: dict[bool, NamedParams] = {False: [], True: []}  # by "small"
     for item in named_params:
-        pending.append(item)
-        if sum(p.numel() for _, p in pending) >= threshold:
-            members.append(pending)
-            pending = []
-    if pending:
-        members.append(pending)
+        small = item[1].numel() < dense_below
+        pending[small].append(item)
+        if sum(p.numel() for _, p in pending[small]) >= threshold:
+            members.append(pending[small])
+            pending[small] = []
+    members += [rest for rest in pending.values() if rest]
     return members
 
 
-def build_groups(member_lists: Sequence[NamedParams]) -> list[GradientGroup]:
-    """One :class:`GradientGroup` (zeroed buffers) per list of ``(name, parameter)``."""
-    return [_make_group(index, list(members)) for index, members in enumerate(member_lists)]
+def build_groups(member_lists: Sequence[NamedParams], dense_below: int = 0) -> list[GradientGroup]:
+    """One :class:`GradientGroup` (zeroed buffers) per list of ``(name, parameter)``; a group whose members all have
+    fewer than ``dense_below`` elements is ``always_dense``."""
+    groups = [_make_group(index, list(members)) for index, members in enumerate(member_lists)]
+    for group in groups:
+        group.always_dense = all(p.numel() < dense_below for p in group.params)
+    return groups
 
 
 def _make_group(index: int, members: list[tuple[str, nn.Parameter]]) -> GradientGroup:

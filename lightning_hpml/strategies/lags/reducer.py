@@ -102,6 +102,7 @@ class LayerwiseSparseReducer:
         density_warmup_steps: steps over which each group's density decays exponentially from 1 to its fixed or
             planned value (DGC's dense warm-up; 0: none). Counted in optimizer steps from the start of training.
         group_threshold: merge consecutive parameters until a group holds at least this many elements.
+        dense_below: parameters with fewer elements are grouped only with each other and always sent dense.
         warmup_steps: steps (with ``density``) before profiling starts.
         profile_steps: steps whose backward timings are averaged for the plan.
         replan_every_n_steps: profile and plan again after this many steps (``None``: plan once).
@@ -120,6 +121,7 @@ class LayerwiseSparseReducer:
         density_max: float = 1.0,
         density_warmup_steps: int = 0,
         group_threshold: int = 8192,
+        dense_below: int = 0,
         warmup_steps: int = 1,
         profile_steps: int = 5,
         replan_every_n_steps: int | None = None,
@@ -127,7 +129,14 @@ class LayerwiseSparseReducer:
         link_cost: LinkCost | None = None,
     ) -> None:
         check_settings(
-            density, density_min, density_max, warmup_steps, profile_steps, replan_every_n_steps, density_warmup_steps
+            density,
+            density_min,
+            density_max,
+            warmup_steps,
+            profile_steps,
+            replan_every_n_steps,
+            density_warmup_steps,
+            dense_below,
         )
         self.process_group = group
         self.world_size = dist.get_world_size(group)
@@ -137,6 +146,7 @@ class LayerwiseSparseReducer:
         self.density_max = density_max
         self.density_warmup_steps = density_warmup_steps
         self.group_threshold = group_threshold
+        self.dense_below = dense_below
         self.warmup_steps = warmup_steps
         self.profile_steps = profile_steps
         self.replan_every_n_steps = replan_every_n_steps
@@ -147,7 +157,9 @@ class LayerwiseSparseReducer:
 
         self._named_params = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         self._device = self._named_params[0][1].device if self._named_params else torch.device("cpu")
-        self.groups = build_groups(split_by_threshold(self._named_params[::-1], group_threshold))
+        self.groups = build_groups(
+            split_by_threshold(self._named_params[::-1], group_threshold, dense_below), dense_below
+        )
         self.densities = [density] * len(self.groups)
         self.link_cost = link_cost
         if adaptive and link_cost is None:
@@ -201,6 +213,8 @@ class LayerwiseSparseReducer:
 
     def current_density(self, index: int) -> float:
         """Density group ``index`` uses at this step: its fixed or planned density, raised during the warm-up."""
+        if self.groups[index].always_dense:
+            return 1.0
         planned = self.densities[index]
         density = warmup_density(planned, self.step, self.density_warmup_steps)
         if density > planned and density * self.world_size >= 1.0:
@@ -319,7 +333,10 @@ class LayerwiseSparseReducer:
         """Rebuild the groups for a new parameter order, carrying residuals over by parameter name."""
         residuals = self._residuals_by_name()
         by_name = dict(self._named_params)
-        self.groups = build_groups(split_by_threshold([(n, by_name[n]) for n in ordered_names], self.group_threshold))
+        ordered = [(n, by_name[n]) for n in ordered_names]
+        self.groups = build_groups(
+            split_by_threshold(ordered, self.group_threshold, self.dense_below), self.dense_below
+        )
         for group in self.groups:
             for m, name in enumerate(group.names):
                 group.residual_slice(m).copy_(residuals[name])
@@ -421,7 +438,9 @@ class LayerwiseSparseReducer:
                 f"unexpected {sorted(set(saved) - known)}"
             )
         by_name = dict(self._named_params)
-        self.groups = build_groups([[(name, by_name[name]) for name in names] for names in state["group_names"]])
+        self.groups = build_groups(
+            [[(name, by_name[name]) for name in names] for names in state["group_names"]], self.dense_below
+        )
         self._index_groups()
         residuals = state["residuals"]
         if isinstance(residuals, list):
@@ -455,6 +474,7 @@ def check_settings(
     profile_steps: int,
     replan_every_n_steps: int | None,
     density_warmup_steps: int = 0,
+    dense_below: int = 0,
 ) -> None:
     """Raise ``ValueError`` naming the argument when a reducer setting is out of range."""
     num_selected(1, density)  # validates (0, 1]
@@ -466,6 +486,8 @@ def check_settings(
         raise ValueError(f"replan_every_n_steps ({replan_every_n_steps}) must exceed profile_steps ({profile_steps})")
     if density_warmup_steps < 0:
         raise ValueError(f"need density_warmup_steps >= 0, got {density_warmup_steps}")
+    if dense_below < 0:
+        raise ValueError(f"need dense_below >= 0 elements, got {dense_below}")
 
 
 def _split_by_name(row: Tensor, layout: list[tuple[str, int]]) -> dict[str, Tensor]:

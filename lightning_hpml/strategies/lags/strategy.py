@@ -54,6 +54,9 @@ class LAGSStrategy(DDPStrategy):
             to its fixed or planned value, the warm-up of Deep Gradient Compression (Lin et al., ICLR 2018); 0: none.
             Restored with the step count on resume.
         group_threshold: merge consecutive parameters (backward order) until a group holds this many elements.
+        dense_below: parameters with fewer elements (biases, normalisation weights, small layers) are grouped only
+            with each other and always sent dense: a small share of the bytes, which top-k over a group shared with
+            large layers starves (Deep Gradient Compression does not compress them either). 0: none.
         warmup_steps: optimizer steps before profiling begins.
         profile_steps: optimizer steps whose backward timings are averaged for the plan.
         replan_every_n_steps: profile and plan again every this many steps (``None``: plan once).
@@ -76,6 +79,7 @@ class LAGSStrategy(DDPStrategy):
         density_max: float = 1.0,
         density_warmup_steps: int = 0,
         group_threshold: int = 8192,
+        dense_below: int = 0,
         warmup_steps: int = 1,
         profile_steps: int = 5,
         replan_every_n_steps: int | None = None,
@@ -103,7 +107,14 @@ class LAGSStrategy(DDPStrategy):
         )
         # Fail at construction, not after the processes have started.
         check_settings(
-            density, density_min, density_max, warmup_steps, profile_steps, replan_every_n_steps, density_warmup_steps
+            density,
+            density_min,
+            density_max,
+            warmup_steps,
+            profile_steps,
+            replan_every_n_steps,
+            density_warmup_steps,
+            dense_below,
         )
         self._reducer_kwargs = {
             "density": density,
@@ -112,6 +123,7 @@ class LAGSStrategy(DDPStrategy):
             "density_max": density_max,
             "density_warmup_steps": density_warmup_steps,
             "group_threshold": group_threshold,
+            "dense_below": dense_below,
             "warmup_steps": warmup_steps,
             "profile_steps": profile_steps,
             "replan_every_n_steps": replan_every_n_steps,
