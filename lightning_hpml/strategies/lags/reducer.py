@@ -25,7 +25,11 @@ Differences from the official code, on purpose:
 - values and indices travel in one message instead of two, so each group pays the latency once;
 - the exact top-k uses a sampled threshold pre-filter on large groups (:mod:`.topk`);
 - groups follow the order in which gradients became final on the first step (broadcast from rank 0), not the
-  reversed registration order, when the two differ.
+  reversed registration order, when the two differ;
+- ``dense_below`` > 0 (not in the official code, which sparsifies every tensor): tensors smaller than that are
+  grouped only with each other and always allreduced dense, as DGC leaves biases and small layers uncompressed
+  (measured on the synthetic stereo task with Adam: +16.7 % EPE without, -5.0 % with 131,072; see
+  ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
