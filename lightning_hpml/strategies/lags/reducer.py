@@ -133,14 +133,14 @@ class LayerwiseSparseReducer:
         link_cost: LinkCost | None = None,
     ) -> None:
         check_settings(
-            density,
-            density_min,
-            density_max,
-            warmup_steps,
-            profile_steps,
-            replan_every_n_steps,
-            density_warmup_steps,
-            dense_below,
+            density=density,
+            density_min=density_min,
+            density_max=density_max,
+            warmup_steps=warmup_steps,
+            profile_steps=profile_steps,
+            replan_every_n_steps=replan_every_n_steps,
+            density_warmup_steps=density_warmup_steps,
+            dense_below=dense_below,
         )
         self.process_group = group
         self.world_size = dist.get_world_size(group)
@@ -471,6 +471,7 @@ class LayerwiseSparseReducer:
 
 
 def check_settings(
+    *,
     density: float,
     density_min: float,
     density_max: float,
@@ -479,8 +480,10 @@ def check_settings(
     replan_every_n_steps: int | None,
     density_warmup_steps: int = 0,
     dense_below: int = 0,
+    **_other: object,
 ) -> None:
-    """Raise ``ValueError`` naming the argument when a reducer setting is out of range."""
+    """Raise ``ValueError`` naming the argument when a reducer setting is out of range (takes the reducer's keyword
+    arguments; the others are checked where they are used)."""
     num_selected(1, density)  # validates (0, 1]
     if not 0.0 < density_min <= density_max <= 1.0:
         raise ValueError(f"need 0 < density_min <= density_max <= 1, got {density_min} and {density_max}")

@@ -105,17 +105,6 @@ class LAGSStrategy(DDPStrategy):
             timeout=timeout,
             start_method=start_method,
         )
-        # Fail at construction, not after the processes have started.
-        check_settings(
-            density,
-            density_min,
-            density_max,
-            warmup_steps,
-            profile_steps,
-            replan_every_n_steps,
-            density_warmup_steps,
-            dense_below,
-        )
         self._reducer_kwargs = {
             "density": density,
             "adaptive": adaptive,
@@ -129,6 +118,7 @@ class LAGSStrategy(DDPStrategy):
             "replan_every_n_steps": replan_every_n_steps,
             "probe_bytes": tuple(probe_bytes),
         }
+        check_settings(**self._reducer_kwargs)  # fail at construction, not after the processes have started
         self._broadcast_buffers = broadcast_buffers
         self._log_stats = log_stats
         self.reducer: LayerwiseSparseReducer | None = None
