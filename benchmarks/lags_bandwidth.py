@@ -270,11 +270,12 @@ class LagsFixed(Method):
     def info(self) -> dict[str, Any]:
         reducer = self.reducer
         numels = [group.numel for group in reducer.groups]
+        densities = [reducer.current_density(i) for i in range(len(numels))]  # with dense_below's groups at 1
         return {
             "groups": len(numels),
-            "plan_densities": reducer.densities,
-            "plan_mean_density": sum(d * n for d, n in zip(reducer.densities, numels, strict=True)) / sum(numels),
-            "plan_dense_groups": sum(d >= 1.0 for d in reducer.densities),
+            "plan_densities": densities,
+            "plan_mean_density": sum(d * n for d, n in zip(densities, numels, strict=True)) / sum(numels),
+            "plan_dense_groups": sum(d >= 1.0 for d in densities),
             "link_cost": reducer.link_cost.to_dict() if reducer.link_cost is not None else None,
             "profiled_times_s": reducer.profiled_times,
         }
