@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 from collections.abc import Callable, Generator
 from datetime import timedelta
@@ -9,6 +10,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+import torch.distributed as dist
 from lightning.fabric.plugins import CheckpointIO, ClusterEnvironment
 from lightning.fabric.utilities.distributed import _distributed_is_initialized
 from lightning.fabric.utilities.types import _PATH
@@ -29,6 +31,18 @@ __all__ = ["LAGSStrategy"]
 
 _CHECKPOINT_KEY = "lags"
 _BUFFER_BUCKET_BYTES = 250 * 1024 * 1024
+
+
+def _destroy_gloo_group_at_exit() -> None:
+    """Destroy the default Gloo process group while Python is still alive.
+
+    The exchanges are asynchronous Gloo work whose tensors Python owns; a Gloo worker thread may still hold the last
+    of them when the process ends, and releasing it during interpreter finalisation aborts the process ("terminate
+    called without an active exception"; pytorch/pytorch#190489, PR #179291). Destroying a Gloo group is local (no
+    collective), so it is safe at exit on every rank. NCCL groups are left to the user, as Lightning does.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
+        dist.destroy_process_group()
 
 
 class LAGSStrategy(DDPStrategy):
@@ -143,6 +157,8 @@ class LAGSStrategy(DDPStrategy):
         assert isinstance(self.model, pl.LightningModule)
         _sync_module_states(self.model)
         self.reducer = LayerwiseSparseReducer(self.model, **self._reducer_kwargs)
+        atexit.unregister(_destroy_gloo_group_at_exit)  # once per process, however many fits
+        atexit.register(_destroy_gloo_group_at_exit)
         if self.reducer.link_cost is not None:
             rank_zero_info(f"LAGS link cost on this process group: {self.reducer.link_cost}")
 
