@@ -17,8 +17,9 @@ side by side, from the same seed, on a fixed random batch per rank, with SGD (lr
 - ``lags_adaptive``: the same with the adaptive per-group density plan (link cost measured at start-up).
 
 ``--density-min``, ``--density-max``, ``--lags-density-warmup-steps`` and ``--lags-dense-below`` set the LAGS
-methods' arguments of the same names, so the configuration recommended by ``lags_convergence.py`` runs here unchanged; a density warm-up runs
-untimed (its wall time is ``warmup_s`` in the JSON), and the timed steps use the planned densities.
+methods' arguments of the same names, so the configuration recommended by ``lags_convergence.py`` runs here
+unchanged; a density warm-up runs untimed (its wall time is ``warmup_s`` in the JSON), and the timed steps use the
+planned densities.
 
 Each method first runs enough untimed steps to be in its steady state (DDP's bucket rebuild, PowerSGD's
 compressed phase, the LAGS profile and plan), then ``--steps`` timed iterations between two barriers, fewer
@@ -270,12 +271,11 @@ class LagsFixed(Method):
     def info(self) -> dict[str, Any]:
         reducer = self.reducer
         numels = [group.numel for group in reducer.groups]
-        densities = [reducer.current_density(i) for i in range(len(numels))]  # with dense_below's groups at 1
         return {
             "groups": len(numels),
-            "plan_densities": densities,
-            "plan_mean_density": sum(d * n for d, n in zip(densities, numels, strict=True)) / sum(numels),
-            "plan_dense_groups": sum(d >= 1.0 for d in densities),
+            "plan_densities": reducer.densities,
+            "plan_mean_density": sum(d * n for d, n in zip(reducer.densities, numels, strict=True)) / sum(numels),
+            "plan_dense_groups": sum(d >= 1.0 for d in reducer.densities),
             "link_cost": reducer.link_cost.to_dict() if reducer.link_cost is not None else None,
             "profiled_times_s": reducer.profiled_times,
         }

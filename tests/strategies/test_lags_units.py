@@ -137,6 +137,16 @@ def test_planner_last_group_and_latency_bound_groups():
         plan_densities([1, 2], [0.0], COST, density_min=0.01)
 
 
+def test_planner_keeps_always_dense_groups_dense_and_prices_their_allreduce():
+    slow = LinkCost(alpha_allreduce=1e-3, beta_allreduce=8e-8, alpha_allgather=1e-3, beta_allgather=8e-8)  # 100 Mbit/s
+    sizes, ready = [1_000_000, 1_000_000, 1000], [0.0, 0.05, 0.1]
+    free = plan_densities(sizes, ready, slow, 0.001, density_max=0.05)
+    forced = plan_densities(sizes, ready, slow, 0.001, density_max=0.05, always_dense=[True, False, False])
+    assert free[:2] == [0.05, 0.05] and forced[0] == 1.0
+    # the forced 0.32 s allreduce still holds the channel when the second group is ready: no window left for it
+    assert forced[1] == 0.001
+
+
 def test_planner_carries_a_busy_channel_forward():
     # Group 0 takes the channel for longer than the gap to group 1, so group 1 gets a smaller window.
     numels = [1_000_000, 1_000_000, 1000]

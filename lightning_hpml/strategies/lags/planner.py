@@ -47,11 +47,13 @@ def plan_densities(
     density_min: float,
     density_max: float = 1.0,
     world_size: int | None = None,
+    always_dense: Sequence[bool] | None = None,
 ) -> list[float]:
     """Density per group (1.0 = dense allreduce), from group sizes and when each group's gradients were final.
 
     ``ready_times`` are seconds from any common origin (the profiled mean per group); ``world_size`` enables the
-    byte rule (see the module docstring).
+    byte rule (see the module docstring); groups marked in ``always_dense`` stay dense, and their allreduce occupies
+    the channel like any other.
     """
     if len(numels) != len(ready_times):
         raise ValueError(f"got {len(numels)} group sizes but {len(ready_times)} ready times")
@@ -66,7 +68,9 @@ def plan_densities(
         next_ready = ready_times[order[position + 1]] if position + 1 < len(order) else start
         window = max(0.0, next_ready - start)
         dense_time = cost.allreduce_time(VALUE_BYTES * numel)
-        density = 1.0 if dense_time <= window else _density_for_window(window, numel, cost, density_min, density_max)
+        forced = always_dense is not None and always_dense[group]
+        fits = forced or dense_time <= window
+        density = 1.0 if fits else _density_for_window(window, numel, cost, density_min, density_max)
         sparse_time = cost.allgather_time(WIRE_BYTES_PER_SELECTED * num_selected(numel, density))
         more_bytes = world_size is not None and density * world_size >= 1.0
         if density < 1.0 and (sparse_time >= dense_time or more_bytes):

@@ -164,7 +164,7 @@ class LayerwiseSparseReducer:
         self.groups = build_groups(
             split_by_threshold(self._named_params[::-1], group_threshold, dense_below), dense_below
         )
-        self.densities = [density] * len(self.groups)
+        self.densities = self._initial_densities()
         self.link_cost = link_cost
         if adaptive and link_cost is None:
             self.link_cost = measure_link_cost(group, probe_bytes, device=self._device)
@@ -217,8 +217,6 @@ class LayerwiseSparseReducer:
 
     def current_density(self, index: int) -> float:
         """Density group ``index`` uses at this step: its fixed or planned density, raised during the warm-up."""
-        if self.groups[index].always_dense:
-            return 1.0
         planned = self.densities[index]
         density = warmup_density(planned, self.step, self.density_warmup_steps)
         if density > planned and density * self.world_size >= 1.0:
@@ -345,8 +343,12 @@ class LayerwiseSparseReducer:
             for m, name in enumerate(group.names):
                 group.residual_slice(m).copy_(residuals[name])
             group.has_residual = bool(group.residual.any())
-        self.densities = [self.density] * len(self.groups)
+        self.densities = self._initial_densities()
         self._index_groups()
+
+    def _initial_densities(self) -> list[float]:
+        """``density`` for every group, 1 for the ``always_dense`` ones (before a plan, or in fixed mode)."""
+        return [1.0 if group.always_dense else self.density for group in self.groups]
 
     def _profiling(self) -> bool:
         return self._next_profile_start is not None and self.step >= self._next_profile_start
@@ -379,6 +381,7 @@ class LayerwiseSparseReducer:
             self.density_min,
             self.density_max,
             world_size=self.world_size,
+            always_dense=[g.always_dense for g in self.groups],
         )
         plan = torch.tensor(planned, dtype=torch.float64, device=self._device)
         dist.broadcast(plan, group_src=0, group=self.process_group)
