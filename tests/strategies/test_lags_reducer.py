@@ -51,6 +51,32 @@ def test_loss_scale_keeps_residuals_in_gradient_units(world_of_one):
         assert torch.count_nonzero(sent) == max(1, round(0.25 * param.numel()))
 
 
+@pytest.mark.parametrize("density", [1.0, 0.25])
+def test_gradients_become_views_of_the_group_buffer_and_zero_grad_in_place_gives_the_same_updates(
+    world_of_one, density
+):
+    # finish() hands out views of the group buffer instead of copying; with zero_grad(set_to_none=False) autograd
+    # then accumulates straight into that buffer. Both ways must send and apply the same gradients.
+    runs = {}
+    for set_to_none in (True, False):
+        model = make_model()
+        reducer = LayerwiseSparseReducer(model, density=density, adaptive=False, group_threshold=0)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for seed in range(4):
+            x = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed))
+            optimizer.zero_grad(set_to_none=set_to_none)
+            model(x).pow(2).mean().backward()
+            reducer.finish()
+            optimizer.step()
+        buffers = {group.flat.untyped_storage().data_ptr() for group in reducer.groups}
+        assert all(param.grad.untyped_storage().data_ptr() in buffers for param in model.parameters())
+        runs[set_to_none] = (model.state_dict(), reducer.state_dict()["residuals"])
+    for name, value in runs[True][0].items():
+        torch.testing.assert_close(runs[False][0][name], value, rtol=0, atol=0)
+    for name, value in runs[True][1].items():
+        torch.testing.assert_close(runs[False][1][name], value, rtol=0, atol=0)
+
+
 def test_overflowed_step_leaves_residuals_untouched(world_of_one):
     model = make_model()
     reducer = LayerwiseSparseReducer(model, density=0.25, adaptive=False, group_threshold=0)

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from .cost_model import DEFAULT_PROBE_BYTES, LinkCost, all_gather_single, measure_link_cost
 from .groups import GradientGroup, build_groups, split_by_threshold
 from .planner import VALUE_BYTES, WIRE_BYTES_PER_SELECTED, plan_densities, warmup_density
-from .topk import add_gathered_sparse, num_selected, pack_sparse, select_topk_with_residual
+from .topk import add_gathered_sparse, num_selected, pack_sparse, take_topk_
 
 __all__ = ["ExchangeStats", "LAGSCommunicationError", "LayerwiseSparseReducer", "check_settings"]
 
@@ -210,7 +210,8 @@ class LayerwiseSparseReducer:
         self._arrival.append(param)
         self._ready[group.index].add(member)
         flat_slice = group.flat[group.offsets[member] : group.offsets[member] + param.numel()]
-        flat_slice.copy_(param.grad.reshape(-1))
+        if param.grad.data_ptr() != flat_slice.data_ptr():  # else .grad is still the view given by finish()
+            flat_slice.copy_(param.grad.reshape(-1))
         if len(self._ready[group.index]) == len(group.params):
             self._ready_at[group.index] = now
             self._launch(group, now)
@@ -235,14 +236,16 @@ class LayerwiseSparseReducer:
         else:
             k = num_selected(group.numel, density)
             scale = self.grad_scale  # .grad holds scale * gradient; the residual stays in gradient units
-            accumulated = group.flat.float().add_(group.residual, alpha=scale)
-            previous = group.residual.clone() if scale != 1.0 else None
-            values, indices = select_topk_with_residual(accumulated, group.residual, k, self._generator)
+            residual = group.residual
+            previous = residual.clone() if scale != 1.0 else None
+            residual.add_(group.flat, alpha=1.0 / scale)  # a = residual + g, selected from in place
+            finite = previous is None or bool(torch.isfinite(residual).all())
+            values, indices = take_topk_(residual, k, self._generator, self._scratch)
             group.has_residual = True
             if previous is not None:
-                group.residual.div_(scale)
-                if not torch.isfinite(accumulated).all():
-                    group.residual.copy_(previous)  # overflowed step: the scaler skips it, keep the old residual
+                values.mul_(scale)
+                if not finite:
+                    residual.copy_(previous)  # overflowed step: the scaler skips it, keep the old residual
             message = pack_sparse(values, indices)
             gathered = message.new_empty(self.world_size * message.numel())
             work = all_gather_single(gathered, message, group=self.process_group, async_op=True)
@@ -292,12 +295,18 @@ class LayerwiseSparseReducer:
         return stats
 
     def _write_gradients(self, exchange: _Exchange) -> None:
+        """Average into ``group.flat`` and make each ``.grad`` a view of it (as DDP's ``gradient_as_bucket_view``),
+        so no copy back is needed; a parameter whose dtype differs from the group buffer's gets a copy."""
         group = exchange.group
-        if exchange.k is not None:
-            add_gathered_sparse(group.flat.zero_(), exchange.gathered, self.world_size)
-        group.flat.div_(self.world_size)
+        if exchange.k is None:
+            group.flat.div_(self.world_size)
+        else:
+            add_gathered_sparse(group.flat.zero_(), exchange.gathered, self.world_size, alpha=1.0 / self.world_size)
         for _, param, flat_slice in group.slices():
-            param.grad.copy_(flat_slice.view_as(param.grad))
+            if param.grad.dtype == flat_slice.dtype:
+                param.grad = flat_slice.view_as(param)
+            else:
+                param.grad.copy_(flat_slice.view_as(param.grad))
 
     def _stats(self, finish_at: float, waited_until: float) -> ExchangeStats:
         world = self.world_size
@@ -330,6 +339,9 @@ class LayerwiseSparseReducer:
     # ------------------------------------------------------------------ grouping, profiling, planning
     def _index_groups(self) -> None:
         self._member = {p: (group, m) for group in self.groups for m, p in enumerate(group.params)}
+        # Magnitudes of the group being sparsified (one at a time, on the autograd thread): one buffer for all.
+        largest = max((group.numel for group in self.groups if not group.always_dense), default=0)
+        self._scratch = torch.empty(largest, dtype=torch.float32, device=self._device)
 
     def _regroup(self, ordered_names: list[str]) -> None:
         """Rebuild the groups for a new parameter order, carrying residuals over by parameter name."""

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["add_gathered_sparse", "num_selected", "pack_sparse", "select_topk_with_residual"]
+__all__ = ["add_gathered_sparse", "num_selected", "pack_sparse", "select_topk_with_residual", "take_topk_"]
 
 
 def num_selected(numel: int, density: float) -> int:
@@ -21,38 +21,53 @@ def num_selected(numel: int, density: float) -> int:
 _PREFILTER_MIN_NUMEL = 1 << 16
 _PREFILTER_MAX_DENSITY = 0.1
 _SAMPLE_SIZE = 8192
+#: Standard deviations of the sampled tail fraction added to the pre-filter's target, so it rarely admits < k.
+_PREFILTER_SIGMAS = 5.0
+
+
+def take_topk_(
+    accumulated: Tensor, k: int, generator: torch.Generator | None = None, scratch: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Return the ``k`` largest-magnitude entries of ``accumulated`` as ``(values, int32 indices)`` and zero them in
+    place, so what stays in ``accumulated`` is the new residual (LAGS: ``a = eps + g``, ``eps = a - TopK(a)``).
+
+    The selection is exact. For large tensors a threshold estimated from a random sample (``generator``, so the
+    training RNG is untouched) first keeps slightly more than ``k`` candidates and ``torch.topk`` runs on those only;
+    if fewer than ``k`` pass, the full ``torch.topk`` runs instead. ``scratch`` (fp32, at least ``accumulated``'s
+    size) receives the magnitudes, so no large buffer is allocated per call. On one CPU thread the whole call takes
+    about 4 ms for 2.4M elements at k = 120k (``torch.topk`` alone: 34 ms).
+    """
+    numel = accumulated.numel()
+    magnitude = torch.abs(accumulated, out=scratch[:numel]) if scratch is not None else accumulated.abs()
+    indices = _topk_indices(magnitude, k, generator)
+    values = accumulated.index_select(0, indices)
+    accumulated.index_fill_(0, indices, 0)
+    return values, indices.to(torch.int32)
 
 
 def select_topk_with_residual(
     accumulated: Tensor, residual: Tensor, k: int, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Pick the ``k`` largest-magnitude entries of ``accumulated`` and keep the rest in ``residual``.
-
-    ``accumulated`` is the flat gradient plus the previous residual (LAGS: ``a = eps + g``). On return ``residual``
-    holds ``a - TopK(a)`` (in place) and the function returns the selected ``(values, int32 indices)``.
-
-    The selection is exact. For large tensors a threshold estimated from a random sample (``generator``, so the
-    training RNG is untouched) first keeps about ``2k`` candidates and ``torch.topk`` runs on those only; if fewer
-    than ``k`` pass, the full ``torch.topk`` runs instead. On one CPU thread this is about 4x faster than
-    ``torch.topk`` over 2M elements at k = 20k (4 ms vs 16 ms).
-    """
-    magnitude = accumulated.abs()
-    indices = _topk_indices(magnitude, k, generator)
-    values = accumulated[indices]
+    """:func:`take_topk_` that leaves ``accumulated`` untouched and writes ``accumulated - TopK(accumulated)`` into
+    ``residual``."""
     residual.copy_(accumulated)
-    residual[indices] = 0
-    return values, indices.to(torch.int32)
+    return take_topk_(residual, k, generator)
 
 
 def _topk_indices(magnitude: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
     numel = magnitude.numel()
     if numel >= _PREFILTER_MIN_NUMEL and k <= _PREFILTER_MAX_DENSITY * numel:
-        sample_at = torch.randint(0, numel, (_SAMPLE_SIZE,), device=magnitude.device, generator=generator)
-        threshold = torch.quantile(magnitude[sample_at], 1.0 - 2.0 * k / numel)
+        sample = magnitude.index_select(
+            0, torch.randint(0, numel, (_SAMPLE_SIZE,), device=magnitude.device, generator=generator)
+        )
+        tail = k / numel
+        tail += _PREFILTER_SIGMAS * math.sqrt(tail * (1.0 - tail) / _SAMPLE_SIZE)
+        rank = max(1, min(_SAMPLE_SIZE, round((1.0 - tail) * _SAMPLE_SIZE)))
+        threshold = torch.kthvalue(sample, rank).values
         candidates = (magnitude >= threshold).nonzero().squeeze(1)
         if candidates.numel() >= k:
-            _, chosen = torch.topk(magnitude[candidates], k, sorted=False)
-            return candidates[chosen]
+            _, chosen = torch.topk(magnitude.index_select(0, candidates), k, sorted=False)
+            return candidates.index_select(0, chosen)
     return torch.topk(magnitude, k, sorted=False).indices
 
 
@@ -61,9 +76,10 @@ def pack_sparse(values: Tensor, indices: Tensor) -> Tensor:
     return torch.cat([values.float(), indices.to(torch.int32).view(torch.float32)])
 
 
-def add_gathered_sparse(out: Tensor, gathered: Tensor, world_size: int) -> Tensor:
-    """Scatter-add every rank's packed message (``gathered``: ``world_size`` messages back to back) into ``out``."""
+def add_gathered_sparse(out: Tensor, gathered: Tensor, world_size: int, alpha: float = 1.0) -> Tensor:
+    """Scatter-add ``alpha`` times every rank's packed message (``gathered``: ``world_size`` messages back to back)
+    into ``out``."""
     per_rank = gathered.view(world_size, -1)
     k = per_rank.shape[1] // 2
     indices = per_rank[:, k:].contiguous().view(torch.int32).reshape(-1).long()
-    return out.index_add_(0, indices, per_rank[:, :k].reshape(-1).to(out.dtype))
+    return out.index_add_(0, indices, per_rank[:, :k].reshape(-1).to(out.dtype), alpha=alpha)
