@@ -16,8 +16,6 @@ file (MVSNet's 192 x 1.06 x interval), ``scan`` (list of str), ``view_ids`` (B, 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import lightning as L
@@ -28,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_hpml.datamodules.formats.image import read_rgb
 from lightning_hpml.datamodules.formats.mvs_cameras import read_cam_txt, read_pair_txt, scale_intrinsics
 from lightning_hpml.datamodules.formats.pfm import read_pfm
-from lightning_hpml.datamodules.synthetic.cached_tree import synthetic_cache_dir
+from lightning_hpml.datamodules.synthetic.cached_tree import SyntheticTreeMixin
 from lightning_hpml.datamodules.synthetic.dtu_writer import DTU_LIGHTS, write_synthetic_dtu
 
 __all__ = ["DTU_TEST_SCANS", "DTU_TRAIN_SCANS", "DTU_VAL_SCANS", "DTUDataModule", "DTUViews"]
@@ -193,7 +191,7 @@ class DTUViews(Dataset):
         }
 
 
-class DTUDataModule(L.LightningDataModule):
+class DTUDataModule(SyntheticTreeMixin, L.LightningDataModule):
     """Args:
     root: ``mvs_training/dtu`` with ``Depths_raw`` inside (``None``: a synthetic tree in the same layout).
     num_views: Reference plus source views per sample.
@@ -206,7 +204,10 @@ class DTUDataModule(L.LightningDataModule):
         the best.
     synthetic_scans, synthetic_views, synthetic_size, synthetic_seed: The synthetic tree (train on all but the last
         two scans, validate on the second to last, test on the last).
+    synthetic_dir: Where ``root=None`` writes its tree (default: a per-options cache folder).
     """
+
+    synthetic_folder = "dtu"
 
     def __init__(
         self,
@@ -223,9 +224,11 @@ class DTUDataModule(L.LightningDataModule):
         synthetic_views: int = 5,
         synthetic_size: tuple[int, int] = (64, 80),
         synthetic_seed: int = 0,
+        synthetic_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.root = root
+        self.synthetic_dir = synthetic_dir
         self.num_views = num_views
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -252,18 +255,11 @@ class DTUDataModule(L.LightningDataModule):
             "test": tuple(test_scans or defaults[2]),
         }
 
-    @property
-    def data_root(self) -> Path:
-        if self.root is not None:
-            return Path(self.root).expanduser()
-        key = json.dumps(self.synthetic, sort_keys=True)
-        return synthetic_cache_dir() / f"dtu-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    def resolved_synthetic_options(self) -> dict:
+        return dict(self.synthetic)
 
-    def prepare_data(self) -> None:
-        if self.root is None and not (self.data_root / "SYNTHETIC_README.txt").is_file():
-            tmp = self.data_root.with_name(self.data_root.name + ".tmp")
-            write_synthetic_dtu(tmp, overwrite=tmp.exists(), **self.synthetic)
-            tmp.replace(self.data_root)
+    def write_synthetic_tree(self, folder: Path) -> None:
+        write_synthetic_dtu(folder, **self.synthetic)
 
     def setup(self, stage: str) -> None:
         root = self.data_root

@@ -22,8 +22,6 @@ module reads :meth:`NeRFBusterDataModule.train_sequence`. The test loader yields
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_hpml.datamodules.formats.image import read_rgb
 from lightning_hpml.datamodules.formats.mvs_cameras import downsample_intrinsics
 from lightning_hpml.datamodules.formats.nerfstudio import opengl_to_opencv, read_transforms_json
-from lightning_hpml.datamodules.synthetic.cached_tree import synthetic_cache_dir
+from lightning_hpml.datamodules.synthetic.cached_tree import SyntheticTreeMixin
 from lightning_hpml.datamodules.synthetic.nerfbuster_writer import write_synthetic_nerfbuster
 
 __all__ = ["NERFBUSTER_SCENES", "ImageSequence", "NeRFBusterDataModule"]
@@ -96,7 +94,7 @@ class _EvalFrames(Dataset):
         }
 
 
-class NeRFBusterDataModule(L.LightningDataModule):
+class NeRFBusterDataModule(SyntheticTreeMixin, L.LightningDataModule):
     """Args:
     root: Folder holding scene folders (``None``: a synthetic scene in the nerfstudio layout).
     scene: Scene folder name (Nerfbusters: one of :data:`NERFBUSTER_SCENES`).
@@ -106,6 +104,7 @@ class NeRFBusterDataModule(L.LightningDataModule):
     steps_per_epoch: Length of the step-pacing training loader.
     synthetic_frames, synthetic_size, synthetic_arc_deg, synthetic_height_swing, synthetic_seed: The synthetic
         scene (``root=None``, see :func:`~lightning_hpml.datamodules.synthetic.nerfbuster_writer.write_synthetic_nerfbuster`).
+    synthetic_dir: Where ``root=None`` writes its tree (default: a per-options cache folder).
     """
 
     def __init__(
@@ -121,8 +120,10 @@ class NeRFBusterDataModule(L.LightningDataModule):
         synthetic_arc_deg: float = 50.0,
         synthetic_height_swing: float = 0.6,
         synthetic_seed: int = 0,
+        synthetic_dir: str | None = None,
     ) -> None:
         super().__init__()
+        self.synthetic_dir = synthetic_dir
         if eval_mode not in ("filename", "all"):
             raise ValueError(f"`eval_mode` must be 'filename' or 'all', got {eval_mode!r}")
         if pyramid_level < 0:
@@ -140,19 +141,17 @@ class NeRFBusterDataModule(L.LightningDataModule):
         }
         self._full: dict[str, tuple[list[np.ndarray], list[str], np.ndarray | None, np.ndarray | None]] = {}
 
+    synthetic_folder = "nerfbuster"
+
     @property
     def scene_dir(self) -> Path:
-        if self.root is not None:
-            return Path(self.root).expanduser() / self.scene
-        key = json.dumps(self.synthetic, sort_keys=True)
-        return synthetic_cache_dir() / f"nerfbuster-{hashlib.sha256(key.encode()).hexdigest()[:12]}" / self.scene
+        return self.data_root / self.scene
 
-    def prepare_data(self) -> None:
-        tree = self.scene_dir.parent
-        if self.root is None and not (tree / "SYNTHETIC_README.txt").is_file():
-            tmp = tree.with_name(tree.name + ".tmp")
-            write_synthetic_nerfbuster(tmp, overwrite=tmp.exists(), **self.synthetic)
-            tmp.replace(tree)
+    def resolved_synthetic_options(self) -> dict:
+        return dict(self.synthetic)
+
+    def write_synthetic_tree(self, folder: Path) -> None:
+        write_synthetic_nerfbuster(folder, **self.synthetic)
 
     def setup(self, stage: str) -> None:
         folder = self.scene_dir

@@ -10,8 +10,6 @@ loader.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_hpml.datamodules.formats.image import read_rgb
-from lightning_hpml.datamodules.synthetic.cached_tree import synthetic_cache_dir
+from lightning_hpml.datamodules.synthetic.cached_tree import SyntheticTreeMixin
 from lightning_hpml.datamodules.synthetic.panorama_writer import write_panorama_dataset
 
 __all__ = ["PanoramaDataModule", "PanoramaDataset"]
@@ -76,7 +74,7 @@ class PanoramaDataset(Dataset):
         }
 
 
-class PanoramaDataModule(L.LightningDataModule, ABC):
+class PanoramaDataModule(SyntheticTreeMixin, L.LightningDataModule, ABC):
     """Args:
     root: The dataset as distributed (``None``: synthetic data in this dataset's layout).
     image_size: Resize every panorama to ``(H, W)`` (``None``: native size).
@@ -84,6 +82,7 @@ class PanoramaDataModule(L.LightningDataModule, ABC):
     max_depth: Depths beyond this (metres) are not valid ground truth (10 m in the benchmarks).
     augment: Random yaw roll and horizontal flip for training.
     synthetic_counts, synthetic_size, synthetic_seed: The synthetic tree (train, val, test panoramas; (H, W)).
+    synthetic_dir: Where ``root=None`` writes its tree (default: a per-options cache folder).
     """
 
     layout: str = ""
@@ -99,9 +98,11 @@ class PanoramaDataModule(L.LightningDataModule, ABC):
         synthetic_counts: tuple[int, int, int] = (16, 4, 4),
         synthetic_size: tuple[int, int] = (64, 128),
         synthetic_seed: int = 0,
+        synthetic_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.root = root
+        self.synthetic_dir = synthetic_dir
         self.image_size = tuple(image_size) if image_size is not None else None
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -123,17 +124,14 @@ class PanoramaDataModule(L.LightningDataModule, ABC):
         """Decode one depth file into metres and a validity mask."""
 
     @property
-    def data_root(self) -> Path:
-        if self.root is not None:
-            return Path(self.root).expanduser()
-        key = json.dumps({"layout": self.layout, **self.synthetic}, sort_keys=True)
-        return synthetic_cache_dir() / f"panorama-{self.layout}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    def synthetic_folder(self) -> str:
+        return f"panorama-{self.layout}"
 
-    def prepare_data(self) -> None:
-        if self.root is None and not (self.data_root / "SYNTHETIC_README.txt").is_file():
-            tmp = self.data_root.with_name(self.data_root.name + ".tmp")
-            write_panorama_dataset(tmp, self.layout, overwrite=tmp.exists(), **self.synthetic)
-            tmp.replace(self.data_root)
+    def resolved_synthetic_options(self) -> dict:
+        return {"layout": self.layout, **self.synthetic}
+
+    def write_synthetic_tree(self, folder: Path) -> None:
+        write_panorama_dataset(folder, self.layout, **self.synthetic)
 
     def setup(self, stage: str) -> None:
         root = self.data_root

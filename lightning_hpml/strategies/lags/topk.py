@@ -63,7 +63,7 @@ def _topk_indices(magnitude: Tensor, k: int, generator: torch.Generator | None) 
         tail = k / numel
         tail += _PREFILTER_SIGMAS * math.sqrt(tail * (1.0 - tail) / _SAMPLE_SIZE)
         rank = max(1, min(_SAMPLE_SIZE, round((1.0 - tail) * _SAMPLE_SIZE)))
-        threshold = torch.kthvalue(sample, rank).values
+        threshold = torch.kthvalue(sample, rank).values.item()  # a Python float compares faster than a 0-d tensor
         candidates = (magnitude >= threshold).nonzero().squeeze(1)
         if candidates.numel() >= k:
             _, chosen = torch.topk(magnitude.index_select(0, candidates), k, sorted=False)
