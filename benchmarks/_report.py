@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
+from datetime import datetime, timezone
+from pathlib import Path
+
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """A GitHub-flavoured markdown table, one line per row."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def reserve_result_path(directory: Path, prefix: str) -> Path:
+    """``directory/<prefix>-<UTC time>.json``, created empty with exclusive access (``-2``, ``-3``, ... appended when
+    another run took that name in the same second), so concurrent runs never write over each other's results."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for attempt in itertools.count(1):
+        path = directory / f"{prefix}-{stamp}{'' if attempt == 1 else f'-{attempt}'}.json"
+        try:
+            path.open("x").close()
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")

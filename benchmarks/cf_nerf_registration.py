@@ -19,12 +19,11 @@ import json
 import os
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
 import torch
-from _report import markdown_table
+from _report import markdown_table, reserve_result_path
 
 from lightning_hpml.datamodules.nerf import NeRFBusterDataModule
 from lightning_hpml.metrics.camera_pose import camera_pose_errors
@@ -131,15 +130,14 @@ def main() -> None:
         ],
     )
     print(table)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"cf_nerf_registration-{stamp}.json").write_text(
+    output = reserve_result_path(RESULTS, "cf_nerf_registration")
+    output.write_text(
         json.dumps(
             {"args": vars(args), "torch": torch.__version__, "cpu_count": os.cpu_count(), "results": rows}, indent=1
         ),
         encoding="utf-8",
     )
-    (RESULTS / f"cf_nerf_registration-{stamp}.md").write_text(table, encoding="utf-8")
+    output.with_suffix(".md").write_text(table, encoding="utf-8")
 
 
 if __name__ == "__main__":

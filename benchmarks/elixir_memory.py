@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +217,7 @@ def main() -> None:
         results.append(best)
     plain = {r["model"]: r.get("step_s") for r in results if r["method"] == "plain"}
 
-    from _report import markdown_table
+    from _report import markdown_table, reserve_result_path
 
     rows = []
     for r in results:
@@ -241,14 +240,12 @@ def main() -> None:
         ["model", "params", "method", "status", "step ms", "x plain", "peak MiB", "gathers/evictions per step"], rows
     )
     print(table)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    name = f"elixir_memory-{args.device}-{stamp}"
-    (RESULTS / f"{name}.json").write_text(
+    output = reserve_result_path(RESULTS, f"elixir_memory-{args.device}")
+    output.write_text(
         json.dumps({"machine": machine(), "args": vars(args), "results": results}, indent=1), encoding="utf-8"
     )
-    (RESULTS / f"{name}.md").write_text(table, encoding="utf-8")
-    print(f"wrote {RESULTS / name}.json and .md")
+    output.with_suffix(".md").write_text(table, encoding="utf-8")
+    print(f"wrote {output} and .md")
 
 
 if __name__ == "__main__":

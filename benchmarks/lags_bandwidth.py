@@ -51,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from _netns import check_netns_available, lo_tx_bytes, throttled_namespace
-from _report import markdown_table
+from _report import markdown_table, reserve_result_path
 from torch import Tensor, nn
 from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
@@ -636,13 +636,11 @@ def main(argv: list[str] | None = None) -> Path | None:
         f"{args.lags_dense_below} elements"
     )
     print_table(header, rows, caption)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    output = args.output_dir / f"lags_bandwidth-{stamp}.json"
+    output = reserve_result_path(args.output_dir, "lags_bandwidth")
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     payload = {
         "benchmark": "lags_bandwidth",
-        "created_utc": stamp,
+        "created_utc": output.stem.removeprefix("lags_bandwidth-"),
         "command": ["lags_bandwidth.py", *argv],
         "wall_s": time.perf_counter() - started,
         "settings": {k: v for k, v in settings.items() if not k.startswith("inner_")},

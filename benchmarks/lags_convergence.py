@@ -60,7 +60,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -526,12 +525,13 @@ def main(argv: list[str] | None = None) -> Path | None:
         run_one(args)
         return None
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import markdown_table
+    from _report import markdown_table, reserve_result_path
     from stereo_latency import machine_description
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    work = args.output_dir / f"lags_convergence-{stamp}-runs"
-    work.mkdir(parents=True, exist_ok=True)
+    output = reserve_result_path(args.output_dir, "lags_convergence")
+    stamp = output.stem.removeprefix("lags_convergence-")
+    work = output.with_name(f"{output.stem}-runs")  # this run's own: the name is reserved with the JSON's
+    work.mkdir()
     records = []
     for task in args.task_list:
         for variant in args.variant_list:
@@ -565,7 +565,6 @@ def main(argv: list[str] | None = None) -> Path | None:
         "machine": machine,
         "results": records,
     }
-    output = args.output_dir / f"lags_convergence-{stamp}.json"
     output.write_text(json.dumps(payload, indent=1))
     command = " ".join(payload["command"])
     output.with_suffix(".md").write_text(f"# lags_convergence {stamp}\n\n`{command}`\n\n{table}")

@@ -18,12 +18,11 @@ import os
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
 import torch
-from _report import markdown_table
+from _report import markdown_table, reserve_result_path
 
 from lightning_hpml.datamodules.panorama import Stanford2D3DDataModule
 from lightning_hpml.modules.panorama import SphereDepth, SphereDepthModule, evaluate_depth
@@ -94,15 +93,14 @@ def main() -> None:
         ],
     )
     print(table)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"spheredepth_tradeoff-{stamp}.json").write_text(
+    output = reserve_result_path(RESULTS, "spheredepth_tradeoff")
+    output.write_text(
         json.dumps(
             {"args": vars(args), "torch": torch.__version__, "cpu_count": os.cpu_count(), "results": rows}, indent=1
         ),
         encoding="utf-8",
     )
-    (RESULTS / f"spheredepth_tradeoff-{stamp}.md").write_text(table, encoding="utf-8")
+    output.with_suffix(".md").write_text(table, encoding="utf-8")
 
 
 if __name__ == "__main__":

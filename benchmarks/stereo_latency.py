@@ -409,12 +409,13 @@ def main(argv: list[str] | None = None) -> Path | None:
             print(f"  skipped {name}: {record['skipped']}", file=sys.stderr, flush=True)
         records.append(record)
     print_table(records, machine, args)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    output = args.output or RESULTS_DIR / f"stereo_latency-{device.type}-{stamp}.json"
+    from _report import reserve_result_path  # a sibling script's module; benchmarks/ is on sys.path when run
+
+    output = args.output or reserve_result_path(RESULTS_DIR, f"stereo_latency-{device.type}")
     output.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "stereo_latency",
-        "created_utc": stamp,
+        "created_utc": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
         "command": [sys.executable, *sys.argv] if argv is None else ["stereo_latency.py", *argv],
         "settings": {
             "models": args.models,

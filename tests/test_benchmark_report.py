@@ -1,0 +1,23 @@
+"""The benchmark scripts' shared output helpers (``benchmarks/_report.py``)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_report():
+    spec = importlib.util.spec_from_file_location("_report", BENCHMARKS / "_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reserved_result_paths_never_collide(tmp_path):
+    # Two runs started in the same second (as two benchmark invocations launched together) must not share a name.
+    report = load_report()
+    paths = [report.reserve_result_path(tmp_path / "results", "lags_convergence") for _ in range(3)]
+    assert len(set(paths)) == 3 and all(p.is_file() and p.suffix == ".json" for p in paths)
+    assert all(p.name.startswith("lags_convergence-") for p in paths)
