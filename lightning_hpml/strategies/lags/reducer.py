@@ -176,6 +176,7 @@ class LayerwiseSparseReducer:
         self._order_checked = False
         self._generator = torch.Generator(device=self._device)
         self._generator.manual_seed(0)
+        self._scratch = torch.empty(0, dtype=torch.float32, device=self._device)
 
         self._sync = True
         self._member: dict[nn.Parameter, tuple[GradientGroup, int]] = {}
@@ -240,7 +241,7 @@ class LayerwiseSparseReducer:
             previous = residual.clone() if scale != 1.0 else None
             residual.add_(group.flat, alpha=1.0 / scale)  # a = residual + g, selected from in place
             finite = previous is None or bool(torch.isfinite(residual).all())
-            values, indices = take_topk_(residual, k, self._generator, self._scratch)
+            values, indices = take_topk_(residual, k, self._generator, self._scratch_for(group.numel))
             group.has_residual = True
             if previous is not None:
                 values.mul_(scale)
@@ -252,6 +253,13 @@ class LayerwiseSparseReducer:
             exchange = _Exchange(group, work, now, k=k, gathered=gathered)
         work.get_future().add_done_callback(lambda _future, ex=exchange: setattr(ex, "done_at", time.perf_counter()))
         self._exchanges.append(exchange)
+
+    def _scratch_for(self, numel: int) -> Tensor:
+        """The magnitudes buffer shared by all groups (sparsified one at a time on the autograd thread), grown to the
+        largest group sent sparse so far."""
+        if self._scratch.numel() < numel:
+            self._scratch = torch.empty(numel, dtype=torch.float32, device=self._device)
+        return self._scratch
 
     def finish(self) -> ExchangeStats | None:
         """Wait for every exchange of this step and write the averaged gradients into ``param.grad``.
@@ -339,9 +347,6 @@ class LayerwiseSparseReducer:
     # ------------------------------------------------------------------ grouping, profiling, planning
     def _index_groups(self) -> None:
         self._member = {p: (group, m) for group in self.groups for m, p in enumerate(group.params)}
-        # Magnitudes of the group being sparsified (one at a time, on the autograd thread): one buffer for all.
-        largest = max((group.numel for group in self.groups if not group.always_dense), default=0)
-        self._scratch = torch.empty(largest, dtype=torch.float32, device=self._device)
 
     def _regroup(self, ordered_names: list[str]) -> None:
         """Rebuild the groups for a new parameter order, carrying residuals over by parameter name."""
