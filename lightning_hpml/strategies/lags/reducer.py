@@ -28,8 +28,8 @@ Differences from the official code, on purpose:
   reversed registration order, when the two differ;
 - ``dense_below`` > 0 (not in the official code, which sparsifies every tensor): tensors smaller than that are
   grouped only with each other and always allreduced dense, as DGC leaves biases and small layers uncompressed
-  (measured on the synthetic stereo task with Adam: +16.7 % EPE without, -5.0 % / +5.0 % for two seeds with
-  131,072; see ``benchmarks/README.md``).
+  (measured on the synthetic stereo task with Adam: +16.7 % EPE without; with 131,072 +2.5 % on the mean of four
+  seeds, -5.0 % to +6.7 % per seed; see ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
