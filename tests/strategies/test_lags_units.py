@@ -180,3 +180,12 @@ def test_warmup_density_decays_exponentially_from_dense_to_the_target():
         warmup_density(0.01, 0, -1)
     with pytest.raises(ValueError, match="density must be in"):
         warmup_density(0.0, 0, 4)
+
+
+@pytest.mark.parametrize("argument", ["group_threshold", "dense_below", "density_warmup_steps"])
+def test_strategy_rejects_negative_sizes_at_construction(argument):
+    # Before any process starts, not in setup on every rank.
+    from lightning_hpml.strategies import LAGSStrategy
+
+    with pytest.raises(ValueError, match=argument):
+        LAGSStrategy(**{argument: -1})

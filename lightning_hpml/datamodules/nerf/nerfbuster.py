@@ -107,6 +107,8 @@ class NeRFBusterDataModule(SyntheticTreeMixin, L.LightningDataModule):
     synthetic_dir: Where ``root=None`` writes its tree (default: a per-options cache folder).
     """
 
+    synthetic_folder = "nerfbuster"
+
     def __init__(
         self,
         root: str | None = None,
@@ -140,8 +142,6 @@ class NeRFBusterDataModule(SyntheticTreeMixin, L.LightningDataModule):
             "seed": synthetic_seed,
         }
         self._full: dict[str, tuple[list[np.ndarray], list[str], np.ndarray | None, np.ndarray | None]] = {}
-
-    synthetic_folder = "nerfbuster"
 
     @property
     def scene_dir(self) -> Path:

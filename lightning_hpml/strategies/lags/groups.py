@@ -55,10 +55,8 @@ def split_by_threshold(
     Tensors with fewer than ``dense_below`` elements are merged only with each other (into groups closed by the same
     threshold), so a group is either all small tensors (sent dense) or all large ones (sparsified).
     """
-    if threshold < 0:
-        raise ValueError(f"group_threshold must be >= 0 elements, got {threshold}")
-    if dense_below < 0:
-        raise ValueError(f"dense_below must be >= 0 elements, got {dense_below}")
+    if threshold < 0 or dense_below < 0:
+        raise ValueError(f"need group_threshold >= 0 and dense_below >= 0 elements, got {threshold}, {dense_below}")
     if not named_params:
         raise ValueError("LAGS needs at least one trainable parameter; the module has none with requires_grad=True")
     members: list[NamedParams] = []

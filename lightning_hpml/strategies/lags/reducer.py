@@ -140,6 +140,7 @@ class LayerwiseSparseReducer:
             profile_steps=profile_steps,
             replan_every_n_steps=replan_every_n_steps,
             density_warmup_steps=density_warmup_steps,
+            group_threshold=group_threshold,
             dense_below=dense_below,
         )
         self.process_group = group
@@ -499,6 +500,7 @@ def check_settings(
     profile_steps: int,
     replan_every_n_steps: int | None,
     density_warmup_steps: int = 0,
+    group_threshold: int = 0,
     dense_below: int = 0,
     **_other: object,
 ) -> None:
@@ -513,8 +515,10 @@ def check_settings(
         raise ValueError(f"replan_every_n_steps ({replan_every_n_steps}) must exceed profile_steps ({profile_steps})")
     if density_warmup_steps < 0:
         raise ValueError(f"need density_warmup_steps >= 0, got {density_warmup_steps}")
-    if dense_below < 0:
-        raise ValueError(f"need dense_below >= 0 elements, got {dense_below}")
+    if group_threshold < 0 or dense_below < 0:
+        raise ValueError(
+            f"need group_threshold >= 0 and dense_below >= 0 elements, got {group_threshold}, {dense_below}"
+        )
 
 
 def _split_by_name(row: Tensor, layout: list[tuple[str, int]]) -> dict[str, Tensor]:
