@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,3 +28,16 @@ def reserve_result_path(directory: Path, prefix: str) -> Path:
             continue
         return path
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def reserved_result_path(directory: Path, prefix: str) -> Iterator[Path]:
+    """:func:`reserve_result_path` for a run that holds its name from the start: if the run fails before writing to
+    the file, the empty file is removed, so a crashed run leaves no blank result behind."""
+    path = reserve_result_path(directory, prefix)
+    try:
+        yield path
+    except BaseException:
+        if path.stat().st_size == 0:
+            path.unlink()
+        raise

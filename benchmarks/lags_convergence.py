@@ -525,50 +525,50 @@ def main(argv: list[str] | None = None) -> Path | None:
         run_one(args)
         return None
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import markdown_table, reserve_result_path
+    from _report import markdown_table, reserved_result_path
     from stereo_latency import machine_description
 
-    output = reserve_result_path(args.output_dir, "lags_convergence")
-    stamp = output.stem.removeprefix("lags_convergence-")
-    work = output.with_name(f"{output.stem}-runs")  # this run's own: the name is reserved with the JSON's
-    work.mkdir()
-    records = []
-    for task in args.task_list:
-        for variant in args.variant_list:
-            print(f"[{task}] {variant} ...", file=sys.stderr, flush=True)
-            records.append(run_variant(task, variant, args, work))
-            if "error" in records[-1]:
-                print(records[-1]["log_tail"], file=sys.stderr)
-    compare_to_dense(records)
-    header, rows = table_rows(records)
-    table = markdown_table(header, rows)
-    print(table)
-    machine = machine_description(torch.device("cpu"))
-    machine.update(processes=WORLD_SIZE, threads_per_process=THREADS_PER_PROCESS, backend="gloo")
-    payload = {
-        "benchmark": "lags_convergence",
-        "created_utc": stamp,
-        "command": ["lags_convergence.py", *(sys.argv[1:] if argv is None else argv)],
-        "settings": {
-            "tasks": args.task_list,
-            "variants": {name: VARIANTS[name] for name in args.variant_list},
-            "quick": args.quick,
-            "seed": args.seed,
-            "digits_epochs": args.digits_epochs,
-            "digits_optimizer": args.digits_optimizer,
-            "stereo_epochs": args.stereo_epochs,
-            "stereo_optimizer": args.stereo_optimizer,
-            "stereo_sgd_lr": args.stereo_sgd_lr if args.stereo_optimizer == "sgd" else None,
-            "netns_rate_mbit": args.netns_rate,
-            "tolerance": {name: {"gap": t.tolerance, "relative": t.relative} for name, t in TASKS.items()},
-        },
-        "machine": machine,
-        "results": records,
-    }
-    output.write_text(json.dumps(payload, indent=1))
-    command = " ".join(payload["command"])
-    output.with_suffix(".md").write_text(f"# lags_convergence {stamp}\n\n`{command}`\n\n{table}")
-    print(f"wrote {output} and {output.with_suffix('.md')}", file=sys.stderr)
+    with reserved_result_path(args.output_dir, "lags_convergence") as output:
+        stamp = output.stem.removeprefix("lags_convergence-")
+        work = output.with_name(f"{output.stem}-runs")  # this run's own: the name is reserved with the JSON's
+        work.mkdir()
+        records = []
+        for task in args.task_list:
+            for variant in args.variant_list:
+                print(f"[{task}] {variant} ...", file=sys.stderr, flush=True)
+                records.append(run_variant(task, variant, args, work))
+                if "error" in records[-1]:
+                    print(records[-1]["log_tail"], file=sys.stderr)
+        compare_to_dense(records)
+        header, rows = table_rows(records)
+        table = markdown_table(header, rows)
+        print(table)
+        machine = machine_description(torch.device("cpu"))
+        machine.update(processes=WORLD_SIZE, threads_per_process=THREADS_PER_PROCESS, backend="gloo")
+        payload = {
+            "benchmark": "lags_convergence",
+            "created_utc": stamp,
+            "command": ["lags_convergence.py", *(sys.argv[1:] if argv is None else argv)],
+            "settings": {
+                "tasks": args.task_list,
+                "variants": {name: VARIANTS[name] for name in args.variant_list},
+                "quick": args.quick,
+                "seed": args.seed,
+                "digits_epochs": args.digits_epochs,
+                "digits_optimizer": args.digits_optimizer,
+                "stereo_epochs": args.stereo_epochs,
+                "stereo_optimizer": args.stereo_optimizer,
+                "stereo_sgd_lr": args.stereo_sgd_lr if args.stereo_optimizer == "sgd" else None,
+                "netns_rate_mbit": args.netns_rate,
+                "tolerance": {name: {"gap": t.tolerance, "relative": t.relative} for name, t in TASKS.items()},
+            },
+            "machine": machine,
+            "results": records,
+        }
+        output.write_text(json.dumps(payload, indent=1))
+        command = " ".join(payload["command"])
+        output.with_suffix(".md").write_text(f"# lags_convergence {stamp}\n\n`{command}`\n\n{table}")
+        print(f"wrote {output} and {output.with_suffix('.md')}", file=sys.stderr)
     return output
 
 

@@ -21,3 +21,18 @@ def test_reserved_result_paths_never_collide(tmp_path):
     paths = [report.reserve_result_path(tmp_path / "results", "lags_convergence") for _ in range(3)]
     assert len(set(paths)) == 3 and all(p.is_file() and p.suffix == ".json" for p in paths)
     assert all(p.name.startswith("lags_convergence-") for p in paths)
+
+
+def test_a_run_that_fails_before_writing_leaves_no_empty_result(tmp_path):
+    report = load_report()
+    results = tmp_path / "results"
+    try:
+        with report.reserved_result_path(results, "lags_convergence") as path:
+            assert path.is_file()
+            raise RuntimeError("a variant crashed")
+    except RuntimeError:
+        pass
+    assert not path.exists()
+    with report.reserved_result_path(results, "lags_convergence") as kept:
+        kept.write_text("{}")
+    assert kept.read_text() == "{}"
