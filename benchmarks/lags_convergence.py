@@ -65,7 +65,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
+from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState, powerSGD_hook
 from torch.utils.data import DataLoader, TensorDataset
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -91,7 +93,39 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
         "density_warmup_steps": 96,
         "dense_below": 131072,
     },
+    "lags_d0.05_w96_g256k": {
+        "adaptive": False,
+        "density": 0.05,
+        "density_warmup_steps": 96,
+        "group_threshold": 262144,
+    },
+    "lags_d0.05_w96_small16k_g256k": {
+        "adaptive": False,
+        "density": 0.05,
+        "density_warmup_steps": 96,
+        "dense_below": 16384,
+        "group_threshold": 262144,
+    },
+    "lags_d0.05_w96_small32k_g256k": {
+        "adaptive": False,
+        "density": 0.05,
+        "density_warmup_steps": 96,
+        "dense_below": 32768,
+        "group_threshold": 262144,
+    },
+    "lags_d0.05_w96_small128k_g256k": {
+        "adaptive": False,
+        "density": 0.05,
+        "density_warmup_steps": 96,
+        "dense_below": 131072,
+        "group_threshold": 262144,
+    },
 }
+#: Variant name -> PowerSGD matrix approximation rank (torch's ``powerSGD_hook`` on Lightning's ``DDPStrategy``).
+POWERSGD_VARIANTS: dict[str, int] = {"powersgd_r1": 1, "powersgd_r4": 4}
+#: Steps of plain allreduce before PowerSGD compresses (``start_powerSGD_iter``), as LAGS' 96-step dense warm-up.
+POWERSGD_START_ITER = 96
+ALL_VARIANTS = [*VARIANTS, *POWERSGD_VARIANTS]
 LAGS_STATS = ("density", "bytes_sent", "dense_bytes", "comm_hidden_s", "comm_exposed_s")
 
 
@@ -288,11 +322,35 @@ class ConvergenceRecorder(L.Callback):
         self.fit_s = time.perf_counter() - self._started
 
 
-def make_strategy(variant: str):
-    from lightning.pytorch.strategies import DDPStrategy
+class PowerSGDDDPStrategy(DDPStrategy):
+    """Lightning's ``DDPStrategy`` with torch's PowerSGD hook, registered on any device (Lightning registers
+    ``ddp_comm_hook`` on CUDA only). One DDP bucket, as in ``lags_bandwidth.py``: with several, the hook's Gloo
+    collectives can run in different orders on the ranks (pytorch/pytorch#58467)."""
 
+    def __init__(self, rank: int) -> None:
+        super().__init__(process_group_backend="gloo", bucket_cap_mb=1024)
+        self.matrix_approximation_rank = rank
+
+    def configure_ddp(self) -> None:
+        super().configure_ddp()
+        state = PowerSGDState(
+            None, matrix_approximation_rank=self.matrix_approximation_rank, start_powerSGD_iter=POWERSGD_START_ITER
+        )
+        self.model.register_comm_hook(state, powerSGD_hook)
+
+
+def variant_settings(variant: str) -> dict[str, Any] | None:
+    """What a variant changes: ``LAGSStrategy`` keyword arguments, the PowerSGD rank, or ``None`` (dense DDP)."""
+    if variant in POWERSGD_VARIANTS:
+        return {"powersgd_rank": POWERSGD_VARIANTS[variant], "start_powerSGD_iter": POWERSGD_START_ITER}
+    return VARIANTS[variant]
+
+
+def make_strategy(variant: str):
     from lightning_hpml.strategies import LAGSStrategy
 
+    if variant in POWERSGD_VARIANTS:
+        return PowerSGDDDPStrategy(POWERSGD_VARIANTS[variant])
     kwargs = VARIANTS[variant]
     return DDPStrategy(process_group_backend="gloo") if kwargs is None else LAGSStrategy(**kwargs)
 
@@ -324,7 +382,7 @@ def run_one(args: argparse.Namespace) -> None:
         return
     numel = sum(p.numel() for p in model.parameters() if p.requires_grad)
     stats = {key: statistics.fmean(values) for key, values in recorder.steps.items() if values}
-    if not stats:  # dense DDP logs nothing: its ring allreduce moves 2 (P-1)/P of the fp32 gradients
+    if not stats and variant == "ddp":  # dense DDP logs nothing: its ring allreduce moves 2 (P-1)/P of fp32 gradients
         dense = 2 * (WORLD_SIZE - 1) / WORLD_SIZE * 4 * numel
         stats = {"density": 1.0, "bytes_sent": dense, "dense_bytes": dense}
     reducer = getattr(trainer.strategy, "reducer", None)
@@ -332,7 +390,7 @@ def run_one(args: argparse.Namespace) -> None:
         "task": task_name,
         "variant": variant,
         "strategy": type(trainer.strategy).__name__,
-        "strategy_kwargs": VARIANTS[variant],
+        "strategy_kwargs": variant_settings(variant),
         "metric": task.metric,
         "initial": recorder.initial,
         "final": recorder.history[-1]["value"],
@@ -343,7 +401,7 @@ def run_one(args: argparse.Namespace) -> None:
         "fit_s": recorder.fit_s,
         "stats_mean": stats,
         "stats_logged": bool(recorder.steps["density"]),
-        "final_step_density": recorder.steps["density"][-1] if recorder.steps["density"] else 1.0,
+        "final_step_density": stats.get("density") if not recorder.steps["density"] else recorder.steps["density"][-1],
     }
     if reducer is not None:
         result["plan"] = {
@@ -372,7 +430,7 @@ def run_variant(task: str, variant: str, args: argparse.Namespace, work: Path) -
     (as ``lags_bandwidth.py`` does), so the adaptive plan sees the slow link; ``ddp`` stays on the host loopback
     (its result does not depend on the link, and a dense run over a slow link would take hours).
     """
-    if args.netns_rate is not None and VARIANTS[variant] is not None:
+    if args.netns_rate is not None and VARIANTS.get(variant) is not None:
         from _netns import throttled_namespace
         from lags_bandwidth import tbf_settings
 
@@ -465,10 +523,10 @@ def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
                 f"{r['final']:.4f}",
                 gap_text,
                 {True: "yes", False: "NO", None: ""}[r.get("within_tolerance")],
-                f"{s['density']:.4f}",
-                f"{r['final_step_density']:.4f}",
-                f"{s['bytes_sent'] / 1e3:.1f} kB",
-                f"{s['dense_bytes'] / 1e3:.1f} kB",
+                f"{s['density']:.4f}" if "density" in s else "-",
+                f"{r['final_step_density']:.4f}" if r["final_step_density"] is not None else "-",
+                f"{s['bytes_sent'] / 1e3:.1f} kB" if "bytes_sent" in s else "-",
+                f"{s['dense_bytes'] / 1e3:.1f} kB" if "dense_bytes" in s else "-",
                 f"{s['comm_hidden_s'] * 1e3:.1f} ms" if "comm_hidden_s" in s else "-",
                 f"{s['comm_exposed_s'] * 1e3:.1f} ms" if "comm_exposed_s" in s else "-",
                 str(r["global_step"]),
@@ -482,7 +540,7 @@ def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="digits,stereo", help=f"comma-separated subset of {list(TASKS)}")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
+    parser.add_argument("--variants", default=",".join(ALL_VARIANTS), help=f"comma-separated subset of {ALL_VARIANTS}")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument(
         "--quick", action="store_true", help="small budgets (tests): 10 digits epochs, a tiny stereo run"
@@ -512,7 +570,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.task_list, args.variant_list = args.tasks.split(","), args.variants.split(",")
-    for given, known, flag in ((args.task_list, TASKS, "--tasks"), (args.variant_list, VARIANTS, "--variants")):
+    for given, known, flag in ((args.task_list, TASKS, "--tasks"), (args.variant_list, ALL_VARIANTS, "--variants")):
         unknown = [name for name in given if name not in known]
         if unknown:
             parser.error(f"{flag}: unknown {unknown}; choose from {list(known)}")
@@ -551,7 +609,7 @@ def main(argv: list[str] | None = None) -> Path | None:
             "command": ["lags_convergence.py", *(sys.argv[1:] if argv is None else argv)],
             "settings": {
                 "tasks": args.task_list,
-                "variants": {name: VARIANTS[name] for name in args.variant_list},
+                "variants": {name: variant_settings(name) for name in args.variant_list},
                 "quick": args.quick,
                 "seed": args.seed,
                 "digits_epochs": args.digits_epochs,
