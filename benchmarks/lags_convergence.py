@@ -333,10 +333,10 @@ class PowerSGDDDPStrategy(DDPStrategy):
 
     def configure_ddp(self) -> None:
         super().configure_ddp()
-        state = PowerSGDState(
+        self.powersgd_state = PowerSGDState(
             None, matrix_approximation_rank=self.matrix_approximation_rank, start_powerSGD_iter=POWERSGD_START_ITER
         )
-        self.model.register_comm_hook(state, powerSGD_hook)
+        self.model.register_comm_hook(self.powersgd_state, powerSGD_hook)
 
 
 def variant_settings(variant: str) -> dict[str, Any] | None:
@@ -403,6 +403,8 @@ def run_one(args: argparse.Namespace) -> None:
         "stats_logged": bool(recorder.steps["density"]),
         "final_step_density": stats.get("density") if not recorder.steps["density"] else recorder.steps["density"][-1],
     }
+    if isinstance(trainer.strategy, PowerSGDDDPStrategy):  # the hook's own count: it ran at every step
+        result["powersgd_iterations"] = trainer.strategy.powersgd_state.iter
     if reducer is not None:
         result["plan"] = {
             "group_numel": [g.numel for g in reducer.groups],

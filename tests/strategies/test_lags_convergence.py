@@ -1,4 +1,5 @@
-"""LAGS at a fixed density converges as dense DDP does: ``benchmarks/lags_convergence.py`` on digits, quick budget.
+"""LAGS at a fixed density (and the PowerSGD baseline) converge as dense DDP does: ``benchmarks/lags_convergence.py``
+on digits, quick budget.
 
 Fixed-density LAGS is deterministic given the seeds (exact top-k, seeded sampling, Gloo on one thread per process),
 so the accuracies below are the same on every run on a given torch build; the 10-epoch cosine budget lets both the
@@ -18,8 +19,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "lags_convergence.
 
 
 @pytest.mark.slow
-def test_fixed_density_lags_reaches_dense_accuracy_on_digits(tmp_path):
-    command = [sys.executable, str(SCRIPT), "--tasks", "digits", "--variants", "ddp,lags_d0.01", "--quick"]
+def test_fixed_density_lags_and_powersgd_reach_dense_accuracy_on_digits(tmp_path):
+    command = [sys.executable, str(SCRIPT), "--tasks", "digits", "--variants", "ddp,lags_d0.01,powersgd_r1", "--quick"]
     run = subprocess.run(
         [*command, "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=600, check=False
     )
@@ -42,3 +43,8 @@ def test_fixed_density_lags_reaches_dense_accuracy_on_digits(tmp_path):
     assert lags["stats_mean"]["density"] == pytest.approx(0.01, rel=0.01)
     assert lags["final_step_density"] == pytest.approx(0.01, rel=0.01)
     assert lags["stats_mean"]["bytes_sent"] < 0.05 * lags["stats_mean"]["dense_bytes"]
+
+    # The PowerSGD baseline: the hook is registered on CPU too (Lightning registers it on CUDA only) and ran every step.
+    powersgd = results["powersgd_r1"]
+    assert powersgd["powersgd_iterations"] == powersgd["global_step"] == dense["global_step"]
+    assert powersgd["final"] > 0.85
