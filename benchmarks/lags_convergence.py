@@ -44,6 +44,7 @@ Usage::
     python benchmarks/lags_convergence.py                                  # both tasks, all variants (~20 min)
     python benchmarks/lags_convergence.py --tasks digits --variants ddp,lags_d0.01 --quick
     python benchmarks/lags_convergence.py --tasks stereo --stereo-epochs 24  # the demo's full budget
+    python benchmarks/lags_convergence.py --tasks stereo --variants ddp,lags_d0.05_w96_small128k --seeds 0 1 2 3
     sudo python benchmarks/lags_convergence.py --variants ddp,lags_d0.05_w96,lags_adaptive_dgc --netns-rate 100
 """
 
@@ -389,6 +390,7 @@ def run_one(args: argparse.Namespace) -> None:
     result = {
         "task": task_name,
         "variant": variant,
+        "seed": args.seed,
         "strategy": type(trainer.strategy).__name__,
         "strategy_kwargs": variant_settings(variant),
         "metric": task.metric,
@@ -425,13 +427,14 @@ def forwarded_options(args: argparse.Namespace) -> list[str]:
     return options + (["--quick"] if args.quick else [])
 
 
-def run_variant(task: str, variant: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def run_variant(task: str, variant: str, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Run one variant in a fresh interpreter (its log next to the results); return its record.
 
     With ``--netns-rate`` the LAGS variants run inside a network namespace whose loopback is throttled to that rate
     (as ``lags_bandwidth.py`` does), so the adaptive plan sees the slow link; ``ddp`` stays on the host loopback
     (its result does not depend on the link, and a dense run over a slow link would take hours).
     """
+    args = argparse.Namespace(**{**vars(args), "seed": seed})  # what the child trains
     if args.netns_rate is not None and VARIANTS.get(variant) is not None:
         from _netns import throttled_namespace
         from lags_bandwidth import tbf_settings
@@ -446,7 +449,8 @@ def run_variant(task: str, variant: str, args: argparse.Namespace, work: Path) -
 
 
 def _run_variant(task: str, variant: str, args: argparse.Namespace, work: Path, prefix: list[str]) -> dict[str, Any]:
-    result, log = work / f"{task}-{variant}.json", work / f"{task}-{variant}.log"
+    name = f"{task}-{variant}-seed{args.seed}"
+    result, log = work / f"{name}.json", work / f"{name}.log"
     script = str(Path(__file__).resolve())
     command = [*prefix, sys.executable, script, "--run-one", task, variant, "--result", str(result)]
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS_PER_PROCESS)}
@@ -465,7 +469,13 @@ def _run_variant(task: str, variant: str, args: argparse.Namespace, work: Path, 
             error = f"timed out after {args.timeout_s:.0f} s"
     wall = time.perf_counter() - started
     if error is not None:
-        return {"task": task, "variant": variant, "error": error, "log_tail": log.read_text()[-2000:]}
+        return {
+            "task": task,
+            "variant": variant,
+            "seed": args.seed,
+            "error": error,
+            "log_tail": log.read_text()[-2000:],
+        }
     record = json.loads(result.read_text())
     record["wall_s"] = wall
     return record
@@ -473,11 +483,12 @@ def _run_variant(task: str, variant: str, args: argparse.Namespace, work: Path, 
 
 def compare_to_dense(records: list[dict[str, Any]]) -> None:
     """Add each variant's gap to the same task's ``ddp`` run and whether it is within the task's tolerance."""
-    dense = {r["task"]: r["final"] for r in records if r["variant"] == "ddp" and "final" in r}
+    dense = {(r["task"], r["seed"]): r["final"] for r in records if r["variant"] == "ddp" and "final" in r}
     for record in records:
-        if "final" not in record or record["task"] not in dense:
+        key = (record["task"], record["seed"])
+        if "final" not in record or key not in dense:
             continue
-        task, reference = TASKS[record["task"]], dense[record["task"]]
+        task, reference = TASKS[record["task"]], dense[key]
         gap = record["final"] - reference
         if task.relative:
             gap /= reference
@@ -486,10 +497,37 @@ def compare_to_dense(records: list[dict[str, Any]]) -> None:
         record["within_tolerance"] = worse <= task.tolerance + 1e-12
 
 
+def mean_over_seeds(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Per task and variant: the mean final metric and mean gap to ``ddp`` over the seeds that ran, the worst seed's
+    gap, and whether the mean gap is within the task's tolerance (single seeds of these short runs scatter by several
+    percent, so the goal is judged on the mean)."""
+    header = ["task", "variant", "seeds", "mean final", "mean vs ddp", "ok (mean)", "worst seed vs ddp"]
+    rows = []
+    for task_name in dict.fromkeys(r["task"] for r in records):
+        task = TASKS[task_name]
+        for variant in dict.fromkeys(r["variant"] for r in records if r["task"] == task_name):
+            done = [r for r in records if r["task"] == task_name and r["variant"] == variant and "final" in r]
+            gaps = [r["gap_vs_ddp"] for r in done if "gap_vs_ddp" in r]
+            if not done:
+                continue
+            row = [task_name, variant, str(len(done)), f"{statistics.fmean(r['final'] for r in done):.4f}"]
+            if len(gaps) == len(done):
+                mean_gap = statistics.fmean(gaps)
+                worse = [-g if task.higher_is_better else g for g in gaps]
+                ok = (-mean_gap if task.higher_is_better else mean_gap) <= task.tolerance + 1e-12
+                text = (lambda g: f"{g:+.1%}") if task.relative else (lambda g: f"{100 * g:+.2f} pp")
+                row += [text(mean_gap), "yes" if ok else "NO", text(gaps[worse.index(max(worse))])]
+            else:
+                row += ["", "", ""]
+            rows.append(row)
+    return header, rows
+
+
 def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     header = [
         "task",
         "variant",
+        "seed",
         "link",
         "metric",
         "step 0",
@@ -509,7 +547,10 @@ def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     rows = []
     for r in records:
         if "error" in r:
-            rows.append([r["task"], r["variant"], r.get("link", ""), "error: " + r["error"], *[""] * (len(header) - 4)])
+            rows.append(
+                [r["task"], r["variant"], str(r["seed"]), r.get("link", ""), "error: " + r["error"]]
+                + [""] * (len(header) - 5)
+            )
             continue
         relative = TASKS[r["task"]].relative
         gap = r.get("gap_vs_ddp")
@@ -519,6 +560,7 @@ def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
             [
                 r["task"],
                 r["variant"],
+                str(r["seed"]),
                 r.get("link", ""),
                 r["metric"],
                 f"{r['initial']:.4g}" if r["initial"] is not None else "",
@@ -547,7 +589,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="small budgets (tests): 10 digits epochs, a tiny stereo run"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        "--seed",
+        dest="seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="one run of every variant per seed; gaps are taken to ddp of the same seed, then averaged over seeds",
+    )
     parser.add_argument("--digits-epochs", type=int, default=None, help="default 30 (10 with --quick)")
     parser.add_argument(
         "--digits-optimizer", choices=("sgd", "adam"), default="sgd", help="sgd: lr 0.05, momentum 0.9; adam: lr 1e-3"
@@ -572,6 +622,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.task_list, args.variant_list = args.tasks.split(","), args.variants.split(",")
+    args.seed = args.seeds[0]  # a --run-one child gets exactly one
     for given, known, flag in ((args.task_list, TASKS, "--tasks"), (args.variant_list, ALL_VARIANTS, "--variants")):
         unknown = [name for name in given if name not in known]
         if unknown:
@@ -593,15 +644,19 @@ def main(argv: list[str] | None = None) -> Path | None:
         work = output.with_name(f"{output.stem}-runs")  # this run's own: the name is reserved with the JSON's
         work.mkdir()
         records = []
-        for task in args.task_list:
-            for variant in args.variant_list:
-                print(f"[{task}] {variant} ...", file=sys.stderr, flush=True)
-                records.append(run_variant(task, variant, args, work))
-                if "error" in records[-1]:
-                    print(records[-1]["log_tail"], file=sys.stderr)
+        for seed in args.seeds:
+            for task in args.task_list:
+                for variant in args.variant_list:
+                    print(f"[{task}] {variant} seed {seed} ...", file=sys.stderr, flush=True)
+                    records.append(run_variant(task, variant, seed, args, work))
+                    if "error" in records[-1]:
+                        print(records[-1]["log_tail"], file=sys.stderr)
         compare_to_dense(records)
         header, rows = table_rows(records)
         table = markdown_table(header, rows)
+        means = mean_over_seeds(records)
+        if len(args.seeds) > 1:
+            table += "\n\nMean over seeds " + ", ".join(map(str, args.seeds)) + ":\n\n" + markdown_table(*means)
         print(table)
         machine = machine_description(torch.device("cpu"))
         machine.update(processes=WORLD_SIZE, threads_per_process=THREADS_PER_PROCESS, backend="gloo")
@@ -613,7 +668,7 @@ def main(argv: list[str] | None = None) -> Path | None:
                 "tasks": args.task_list,
                 "variants": {name: variant_settings(name) for name in args.variant_list},
                 "quick": args.quick,
-                "seed": args.seed,
+                "seeds": args.seeds,
                 "digits_epochs": args.digits_epochs,
                 "digits_optimizer": args.digits_optimizer,
                 "stereo_epochs": args.stereo_epochs,
@@ -624,6 +679,7 @@ def main(argv: list[str] | None = None) -> Path | None:
             },
             "machine": machine,
             "results": records,
+            "mean_over_seeds": [dict(zip(means[0], row, strict=True)) for row in means[1]],
         }
         output.write_text(json.dumps(payload, indent=1))
         command = " ".join(payload["command"])
