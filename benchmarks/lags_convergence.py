@@ -14,6 +14,11 @@ initial weights on the same data order for the same number of steps; only the gr
   logged density column shows how sparse it really was;
 - ``lags_d0.05_w96_small64k``, ``…_small128k``: ``lags_d0.05_w96`` with every tensor of fewer than 65,536 /
   131,072 elements sent dense (``dense_below``; for the quarter-width FADNet 6.7 % / 10.7 % of the weights);
+- ``lags_d0.05_w96_g256k``: ``lags_d0.05_w96`` with ``group_threshold=262144`` (the grouping that puts LAGS ahead of
+  PowerSGD in ``lags_bandwidth.py`` at 100 Mbit/s); ``…_small16k_g256k``, ``…_small32k_g256k``: the same with tensors
+  below 16,384 / 32,768 elements dense;
+- ``powersgd_r1``, ``powersgd_r4``: Lightning's ``DDPStrategy`` with torch's ``powerSGD_hook`` at rank 1 / 4 (the
+  speed baseline of ``lags_bandwidth.py``), compressing after the same 96 dense steps as the LAGS warm-up;
 - ``lags_adaptive_dgc``: ``LAGSStrategy(density_max=0.05, density_warmup_steps=96)``, the adaptive plan capped at
   0.05 (the setting that makes it faster than PowerSGD and global top-k in ``lags_bandwidth.py`` at 100 Mbit/s)
   with the dense warm-up. Run it with ``--netns-rate 100`` so that the plan sees a 100 Mbit/s link.
@@ -41,7 +46,7 @@ in one burst, which Adam's per-entry normalisation shrinks, so sparse runs with 
 
 Usage::
 
-    python benchmarks/lags_convergence.py                                  # both tasks, all variants (~20 min)
+    python benchmarks/lags_convergence.py                                  # both tasks, all variants (~70 min)
     python benchmarks/lags_convergence.py --tasks digits --variants ddp,lags_d0.01 --quick
     python benchmarks/lags_convergence.py --tasks stereo --stereo-epochs 24  # the demo's full budget
     python benchmarks/lags_convergence.py --tasks stereo --variants ddp,lags_d0.05_w96_small128k --seeds 0 1 2 3
@@ -112,13 +117,6 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
         "density": 0.05,
         "density_warmup_steps": 96,
         "dense_below": 32768,
-        "group_threshold": 262144,
-    },
-    "lags_d0.05_w96_small128k_g256k": {
-        "adaptive": False,
-        "density": 0.05,
-        "density_warmup_steps": 96,
-        "dense_below": 131072,
         "group_threshold": 262144,
     },
 }
