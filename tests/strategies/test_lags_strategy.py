@@ -112,9 +112,12 @@ def test_exception_on_one_rank_ends_every_rank(tmp_path, world_size, fail_rank):
     run = run_worker(
         tmp_path,
         *("--devices", str(world_size), "--fail-rank", str(fail_rank), "--fail-step", "3", "--max-steps", "8"),
-        *("--timeout-s", "30"),
+        # The process-group timeout also bounds the rendezvous: 4 ranks importing Lightning on 2 busy cores took
+        # more than 30 s to connect once (a full parallel suite on a slow day). A peer's death is noticed at once
+        # (its socket closes, or the launcher stops the others), so the timeout is only the hang guard.
+        *("--timeout-s", "90"),
         expect_ok=False,
-        timeout=240,
+        timeout=300,
     )
     elapsed = time.monotonic() - start
     assert run.returncode != 0
@@ -127,7 +130,7 @@ def test_exception_on_one_rank_ends_every_rank(tmp_path, world_size, fail_rank):
         )
         launcher_stop = "terminated with code 1. Forcefully terminating all other processes" in run.stderr
         assert survivor_error or launcher_stop, run.stderr[-3000:]
-    assert elapsed < 120, f"ranks took {elapsed:.0f} s to stop"
+    assert elapsed < 200, f"ranks took {elapsed:.0f} s to stop"
     assert not list(tmp_path.glob("rank*.pt"))  # no rank ran to completion
 
 
