@@ -83,6 +83,8 @@ NETNS_MTU = 9000
 WORLD_SIZE = 2
 THREADS_PER_PROCESS = 1
 
+#: Fixed density 0.05 after a 96-step dense warm-up: the base of the variants that change one more setting.
+D005_W96: dict[str, Any] = {"adaptive": False, "density": 0.05, "density_warmup_steps": 96}
 #: Variant name -> ``LAGSStrategy`` keyword arguments (``None``: Lightning's dense ``DDPStrategy``).
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "ddp": None,
@@ -90,35 +92,13 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "lags_d0.001": {"adaptive": False, "density": 0.001},
     "lags_adaptive": {},
     "lags_d0.05": {"adaptive": False, "density": 0.05},
-    "lags_d0.05_w96": {"adaptive": False, "density": 0.05, "density_warmup_steps": 96},
+    "lags_d0.05_w96": D005_W96,
     "lags_adaptive_dgc": {"density_max": 0.05, "density_warmup_steps": 96},
-    "lags_d0.05_w96_small64k": {"adaptive": False, "density": 0.05, "density_warmup_steps": 96, "dense_below": 65536},
-    "lags_d0.05_w96_small128k": {
-        "adaptive": False,
-        "density": 0.05,
-        "density_warmup_steps": 96,
-        "dense_below": 131072,
-    },
-    "lags_d0.05_w96_g256k": {
-        "adaptive": False,
-        "density": 0.05,
-        "density_warmup_steps": 96,
-        "group_threshold": 262144,
-    },
-    "lags_d0.05_w96_small16k_g256k": {
-        "adaptive": False,
-        "density": 0.05,
-        "density_warmup_steps": 96,
-        "dense_below": 16384,
-        "group_threshold": 262144,
-    },
-    "lags_d0.05_w96_small32k_g256k": {
-        "adaptive": False,
-        "density": 0.05,
-        "density_warmup_steps": 96,
-        "dense_below": 32768,
-        "group_threshold": 262144,
-    },
+    "lags_d0.05_w96_small64k": {**D005_W96, "dense_below": 65536},
+    "lags_d0.05_w96_small128k": {**D005_W96, "dense_below": 131072},
+    "lags_d0.05_w96_g256k": {**D005_W96, "group_threshold": 262144},
+    "lags_d0.05_w96_small16k_g256k": {**D005_W96, "dense_below": 16384, "group_threshold": 262144},
+    "lags_d0.05_w96_small32k_g256k": {**D005_W96, "dense_below": 32768, "group_threshold": 262144},
 }
 #: Variant name -> PowerSGD matrix approximation rank (torch's ``powerSGD_hook`` on Lightning's ``DDPStrategy``).
 POWERSGD_VARIANTS: dict[str, int] = {"powersgd_r1": 1, "powersgd_r4": 4}
@@ -282,6 +262,16 @@ class Task:
     #: Largest acceptable gap to ``ddp`` (absolute for accuracy, relative for EPE), as the task's goal states.
     tolerance: float
     relative: bool
+
+    def shortfall(self, gap: float) -> float:
+        """How much worse than ``ddp`` a gap (final minus dense, relative if ``relative``) is; negative: better."""
+        return -gap if self.higher_is_better else gap
+
+    def within_tolerance(self, gap: float) -> bool:
+        return self.shortfall(gap) <= self.tolerance + 1e-12
+
+    def gap_text(self, gap: float) -> str:
+        return f"{gap:+.1%}" if self.relative else f"{100 * gap:+.2f} pp"
 
 
 TASKS = {
@@ -491,8 +481,7 @@ def compare_to_dense(records: list[dict[str, Any]]) -> None:
         if task.relative:
             gap /= reference
         record["gap_vs_ddp"] = gap
-        worse = -gap if task.higher_is_better else gap
-        record["within_tolerance"] = worse <= task.tolerance + 1e-12
+        record["within_tolerance"] = task.within_tolerance(gap)
 
 
 def mean_over_seeds(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -511,10 +500,8 @@ def mean_over_seeds(records: list[dict[str, Any]]) -> tuple[list[str], list[list
             row = [task_name, variant, str(len(done)), f"{statistics.fmean(r['final'] for r in done):.4f}"]
             if len(gaps) == len(done):
                 mean_gap = statistics.fmean(gaps)
-                worse = [-g if task.higher_is_better else g for g in gaps]
-                ok = (-mean_gap if task.higher_is_better else mean_gap) <= task.tolerance + 1e-12
-                text = (lambda g: f"{g:+.1%}") if task.relative else (lambda g: f"{100 * g:+.2f} pp")
-                row += [text(mean_gap), "yes" if ok else "NO", text(gaps[worse.index(max(worse))])]
+                ok = "yes" if task.within_tolerance(mean_gap) else "NO"
+                row += [task.gap_text(mean_gap), ok, task.gap_text(max(gaps, key=task.shortfall))]
             else:
                 row += ["", "", ""]
             rows.append(row)
@@ -550,9 +537,8 @@ def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
                 + [""] * (len(header) - 5)
             )
             continue
-        relative = TASKS[r["task"]].relative
         gap = r.get("gap_vs_ddp")
-        gap_text = "" if gap is None else (f"{gap:+.1%}" if relative else f"{100 * gap:+.2f} pp")
+        gap_text = "" if gap is None else TASKS[r["task"]].gap_text(gap)
         s = r["stats_mean"]
         rows.append(
             [
