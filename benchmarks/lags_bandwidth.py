@@ -16,8 +16,8 @@ side by side, from the same seed, on a fixed random batch per rank, with SGD (lr
   each group's exchange started from its backward hook;
 - ``lags_adaptive``: the same with the adaptive per-group density plan (link cost measured at start-up).
 
-``--density-min``, ``--density-max``, ``--lags-density-warmup-steps`` and ``--lags-dense-below`` set the LAGS
-methods' arguments of the same names, so the configuration recommended by ``lags_convergence.py`` runs here
+``--density-min``, ``--density-max``, ``--lags-density-warmup-steps``, ``--lags-dense-below``,
+``--lags-dense-below-bits`` and ``--lags-sparse-values`` set the LAGS methods' arguments of the same names, so the configuration recommended by ``lags_convergence.py`` runs here
 unchanged; a density warm-up runs untimed (its wall time is ``warmup_s`` in the JSON), and the timed steps use the
 planned densities.
 
@@ -258,6 +258,8 @@ class LagsFixed(Method):
             group_threshold=args.group_threshold,
             density_warmup_steps=args.lags_density_warmup_steps,
             dense_below=args.lags_dense_below,
+            dense_below_bits=args.lags_dense_below_bits,
+            sparse_values=args.lags_sparse_values,
             warmup_steps=1,
             profile_steps=args.lags_profile_steps,
         )
@@ -577,6 +579,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--lags-dense-below", type=int, default=0, help="LAGS: tensors with fewer elements always go dense"
     )
+    parser.add_argument(
+        "--lags-dense-below-bits", type=int, default=32, choices=(32, 8, 1), help="LAGS: bits per small-tensor entry"
+    )
+    parser.add_argument(
+        "--lags-sparse-values", default="float32", choices=("float32", "bfloat16"), help="LAGS: value dtype on the wire"
+    )
     parser.add_argument("--powersgd-rank", type=int, default=1, help="PowerSGD matrix approximation rank")
     parser.add_argument("--mtu", type=int, default=9000, help="loopback MTU inside the namespaces")
     parser.add_argument("--seed", type=int, default=0)
@@ -633,7 +641,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         f"{machine['cpu_model']}, {args.world_size} Gloo ranks x 1 thread, torch {machine['torch']}; "
         f"density {args.density}, PowerSGD rank {args.powersgd_rank}; LAGS adaptive density in "
         f"[{args.density_min}, {args.density_max}], density warm-up {args.lags_density_warmup_steps} steps (untimed), dense below "
-        f"{args.lags_dense_below} elements"
+        f"{args.lags_dense_below} elements at {args.lags_dense_below_bits} bits, {args.lags_sparse_values} values"
     )
     print_table(header, rows, caption)
     output = reserve_result_path(args.output_dir, "lags_bandwidth")

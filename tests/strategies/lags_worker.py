@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument("--adaptive", action="store_true")
     parser.add_argument("--density-warmup-steps", type=int, default=0)
     parser.add_argument("--group-threshold", type=int, default=0)
+    parser.add_argument("--dense-below", type=int, default=0)
+    parser.add_argument("--dense-below-bits", type=int, default=32)
+    parser.add_argument("--sparse-values", default="float32")
     parser.add_argument("--max-steps", type=int, default=8)
     parser.add_argument("--batches-per-epoch", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -103,6 +106,9 @@ def main() -> None:
             adaptive=args.adaptive,
             density_warmup_steps=args.density_warmup_steps,
             group_threshold=args.group_threshold,
+            dense_below=args.dense_below,
+            dense_below_bits=args.dense_below_bits,
+            sparse_values=args.sparse_values,
             warmup_steps=1,
             profile_steps=2,
             probe_bytes=(4096, 65536),

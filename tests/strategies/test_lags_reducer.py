@@ -199,3 +199,42 @@ def test_tensors_below_dense_below_are_sent_dense_with_no_residual(world_of_one)
             assert residuals[name].any()
     with pytest.raises(ValueError, match="dense_below >= 0"):
         LayerwiseSparseReducer(model, density=0.05, adaptive=False, dense_below=-1)
+
+
+@pytest.mark.parametrize(("bits", "values"), [(8, "float32"), (1, "bfloat16"), (32, "bfloat16")])
+def test_quantized_small_tensors_and_bf16_values_keep_error_feedback_exact(world_of_one, bits, values):
+    # sent + new residual == gradient + old residual, with the loss scale on the last step (residual in gradient units)
+    model = make_model()
+    reference = make_model()
+    reducer = LayerwiseSparseReducer(
+        model,
+        density=0.1,
+        adaptive=False,
+        group_threshold=0,
+        dense_below=20,
+        dense_below_bits=bits,
+        sparse_values=values,
+    )
+    dense_names = {name for group in reducer.groups if group.always_dense for name in group.names}
+    assert dense_names == {"2.bias", "0.bias"}
+    for seed, scale in ((0, 1.0), (1, 1.0), (2, 4.0)):
+        before = reducer.state_dict()["residuals"]
+        backward(reference, seed=seed)
+        reducer.grad_scale = scale
+        backward(model, seed=seed, scale=scale)
+        reducer.finish()
+        after = reducer.state_dict()["residuals"]
+        for (name, param), expected in zip(model.named_parameters(), reference.parameters(), strict=True):
+            sent = param.grad.flatten() / scale
+            accumulated = expected.grad.flatten() + before[name]
+            torch.testing.assert_close(sent + after[name], accumulated, rtol=0, atol=1e-6, msg=name)
+            if name not in dense_names and values == "bfloat16":  # every sent value is a bf16 number
+                assert torch.equal(sent, sent.bfloat16().float())
+            if name in dense_names and bits == 8:  # every entry sent, to within half an int8 step
+                assert after[name].abs().max() <= accumulated.abs().max() / 254 * (1 + 1e-5)
+            if name in dense_names and bits == 1:  # every entry moves by the tensor's mean magnitude
+                assert len(torch.unique(sent.abs())) == 1 and sent.abs()[0] > 0
+    with pytest.raises(ValueError, match="dense_below_bits must be one of"):
+        LayerwiseSparseReducer(model, dense_below_bits=4)
+    with pytest.raises(ValueError, match="sparse_values must be one of"):
+        LayerwiseSparseReducer(model, sparse_values="float16")

@@ -54,14 +54,18 @@ def test_density_one_matches_dense_ddp(tmp_path, world_size):
     assert lags[0]["logged"]["lags/density"] == 1.0
 
 
-@pytest.mark.parametrize("world_size", [2, 4])
-def test_error_feedback_invariant_with_sparse_exchange(tmp_path, world_size):
+#: Biases and BatchNorm weights (< 64 elements) in int8, the rest top-k with bf16 values on the wire.
+COMPACT = ("--dense-below", "64", "--dense-below-bits", "8", "--sparse-values", "bfloat16")
+
+
+@pytest.mark.parametrize(("world_size", "wire"), [(2, ()), (4, ()), (2, COMPACT)], ids=["2", "4", "2-int8-bf16"])
+def test_error_feedback_invariant_with_sparse_exchange(tmp_path, world_size, wire):
     """sum of applied updates + final residual == sum of dense gradients (SGD without momentum, constant lr)."""
     lr = 0.05
     run_worker(
         tmp_path,
         *("--devices", str(world_size), "--density", "0.05", "--max-steps", "6", "--accumulate", "2"),
-        *("--lr", str(lr)),
+        *("--lr", str(lr), *wire),
     )
     ranks = load_ranks(tmp_path, world_size)
     assert_replicas_identical(ranks)
@@ -72,16 +76,25 @@ def test_error_feedback_invariant_with_sparse_exchange(tmp_path, world_size):
         dense = torch.stack([r["grad_sum"][name].double() for r in ranks]).mean(0)
         assert float((applied + residual - dense).abs().max()) < 1e-5, name
     assert any(r["residuals"][name].abs().sum() > 0 for r in ranks for name in r["residuals"])
-    assert ranks[0]["logged"]["lags/density"] < 0.1
-    assert ranks[0]["logged"]["lags/bytes_sent"] < 0.5 * ranks[0]["logged"]["lags/dense_bytes"]
+    logged = ranks[0]["logged"]
+    assert logged["lags/bytes_sent"] < 0.5 * logged["lags/dense_bytes"]
+    if not wire:
+        assert logged["lags/density"] < 0.1
+        return
+    # TinyRegressor: 16x48, 48x24 and 24x4 weights top-k (0.05: 39 + 58 + 5 entries at 6 bytes); 48+48+48+24+4
+    # bias/BatchNorm entries in 5 int8 tensors (one fp32 scale each, each padded to whole words, 192 bytes).
+    assert logged["lags/bytes_sent"] == (world_size - 1) * (6 * (39 + 58 + 5) + 192)
+    assert logged["lags/density"] == pytest.approx((39 + 58 + 5 + 172) / (768 + 1152 + 96 + 172))
 
 
 @pytest.mark.parametrize(
-    ("adaptive", "density_warmup_steps"), [(False, 0), (True, 0), (False, 6)], ids=["fixed", "adaptive", "warmup"]
+    ("adaptive", "density_warmup_steps", "wire"),
+    [(False, 0, ()), (True, 0, ()), (False, 6, ()), (False, 0, COMPACT)],
+    ids=["fixed", "adaptive", "warmup", "int8-bf16"],
 )
-def test_resume_continues_exactly(tmp_path, adaptive, density_warmup_steps):
+def test_resume_continues_exactly(tmp_path, adaptive, density_warmup_steps, wire):
     mode = ["--adaptive"] if adaptive else []
-    common = ["--devices", "2", "--density", "0.05", "--momentum", "0.9", "--group-threshold", "64", *mode]
+    common = ["--devices", "2", "--density", "0.05", "--momentum", "0.9", "--group-threshold", "64", *mode, *wire]
     common += ["--density-warmup-steps", str(density_warmup_steps)]
     run_worker(tmp_path / "full", *common, "--max-steps", "8", "--checkpoint-every", "4")
     checkpoints = sorted((tmp_path / "full" / "checkpoints").glob("*step=4.ckpt"))

@@ -189,3 +189,52 @@ def test_strategy_rejects_negative_sizes_at_construction(argument):
 
     with pytest.raises(ValueError, match=argument):
         LAGSStrategy(**{argument: -1})
+
+
+def test_bf16_sparse_message_round_trip():
+    from lightning_hpml.strategies.lags.topk import add_gathered_sparse, pack_sparse, wire_bytes_per_selected
+
+    assert wire_bytes_per_selected(torch.bfloat16) == 6 and wire_bytes_per_selected() == 8
+    values = [torch.tensor([1.5, -2.0, 0.25]), torch.tensor([4.0, 1.0, -8.0])]
+    indices = [torch.tensor([3, 0, 5]), torch.tensor([3, 7, 1])]
+    messages = [pack_sparse(v.bfloat16(), i) for v, i in zip(values, indices, strict=True)]
+    assert messages[0].numel() == 5  # 3 x 2 bytes of values padded to 2 words, then 3 index words
+    out = add_gathered_sparse(torch.zeros(8), torch.cat(messages), 2, k=3, value_dtype=torch.bfloat16)
+    assert out.tolist() == [-2.0, -8.0, 0, 5.5, 0, 0.25, 0, 1.0]
+    with pytest.raises(ValueError, match="needs k"):
+        add_gathered_sparse(torch.zeros(8), torch.cat(messages), 2, value_dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("bits", [8, 1])
+def test_quantized_exchange_sums_every_rank_and_keeps_the_error_as_residual(bits):
+    from lightning_hpml.strategies.lags.quantize import add_gathered_quantized, message_words, quantize_
+
+    sizes = torch.tensor([5, 17, 3, 40])  # members of very different magnitudes: one scale each
+    member_index = torch.repeat_interleave(torch.arange(4), sizes)
+    magnitudes = torch.tensor([0.01, 1.0, 100.0, 0.5]).repeat_interleave(sizes)
+    generator = torch.Generator().manual_seed(0)
+    accumulated = [torch.randn(65, generator=generator) * magnitudes for _ in range(3)]
+    residuals = [a.clone() for a in accumulated]
+    messages = [quantize_(r, member_index, 4, bits) for r in residuals]
+    assert all(m.dtype == torch.float32 and m.numel() == message_words(65, 4, bits) for m in messages)
+    assert message_words(65, 4, bits) == 4 + (17 if bits == 8 else 3)
+    out = add_gathered_quantized(torch.zeros(65), torch.cat(messages), 3, member_index, 4, bits, alpha=1 / 3)
+    sent = sum(a - r for a, r in zip(accumulated, residuals, strict=True)) / 3
+    torch.testing.assert_close(out, sent, rtol=0, atol=1e-5)  # error feedback: sent + residual == accumulated
+    for a, r in zip(accumulated, residuals, strict=True):
+        for member in range(4):
+            share = r[member_index == member].abs().max() / a[member_index == member].abs().max()
+            assert share < (0.01 if bits == 8 else 1.0)  # int8 keeps < 1 % of each member behind
+    if bits == 1:  # every entry moves by its member's mean magnitude, in the direction of its sign
+        first = accumulated[0] - residuals[0]
+        assert torch.equal(first.sign(), accumulated[0].sign())
+        assert len(torch.unique(first[:5].abs())) == 1
+    with pytest.raises(ValueError, match="supports"):
+        quantize_(torch.zeros(5), torch.zeros(5, dtype=torch.long), 1, bits=4)
+
+
+def test_byte_rule_counts_the_value_width():
+    from lightning_hpml.strategies.lags.planner import sparse_sends_more
+
+    assert sparse_sends_more(0.5, 2) and not sparse_sends_more(0.49, 2)  # fp32: density 1 / P
+    assert not sparse_sends_more(0.6, 2, bytes_per_selected=6) and sparse_sends_more(0.67, 2, bytes_per_selected=6)

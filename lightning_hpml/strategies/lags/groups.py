@@ -28,6 +28,7 @@ class GradientGroup:
     has_residual: bool = False
     #: Exchanged dense at every step (every member is smaller than the reducer's ``dense_below``).
     always_dense: bool = False
+    _member_index: Tensor | None = field(default=None, repr=False)
 
     @property
     def numel(self) -> int:
@@ -37,6 +38,13 @@ class GradientGroup:
         """Yield ``(name, param, flat slice)`` for every member."""
         for name, param, start in zip(self.names, self.params, self.offsets, strict=True):
             yield name, param, self.flat[start : start + param.numel()]
+
+    def member_index(self) -> Tensor:
+        """The member (position in ``params``) each element of ``flat`` belongs to, int64, cached."""
+        if self._member_index is None:
+            sizes = torch.tensor([p.numel() for p in self.params], device=self.flat.device)
+            self._member_index = torch.repeat_interleave(torch.arange(len(self.params), device=self.flat.device), sizes)
+        return self._member_index
 
     def residual_slice(self, member: int) -> Tensor:
         start = self.offsets[member]

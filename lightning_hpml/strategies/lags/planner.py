@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from .cost_model import LinkCost
 from .topk import num_selected
 
-__all__ = ["VALUE_BYTES", "WIRE_BYTES_PER_SELECTED", "plan_densities", "warmup_density"]
+__all__ = ["VALUE_BYTES", "WIRE_BYTES_PER_SELECTED", "plan_densities", "sparse_sends_more", "warmup_density"]
 
 #: A dense gradient element on the wire (fp32).
 VALUE_BYTES = 4
@@ -48,12 +48,13 @@ def plan_densities(
     density_max: float = 1.0,
     world_size: int | None = None,
     always_dense: Sequence[bool] | None = None,
+    bytes_per_selected: int = WIRE_BYTES_PER_SELECTED,
 ) -> list[float]:
     """Density per group (1.0 = dense allreduce), from group sizes and when each group's gradients were final.
 
     ``ready_times`` are seconds from any common origin (the profiled mean per group); ``world_size`` enables the
     byte rule (see the module docstring); groups marked in ``always_dense`` stay dense, and their allreduce occupies
-    the channel like any other.
+    the channel like any other; ``bytes_per_selected``: value + index bytes of one sent entry.
     """
     if len(numels) != len(ready_times):
         raise ValueError(f"got {len(numels)} group sizes but {len(ready_times)} ready times")
@@ -70,9 +71,11 @@ def plan_densities(
         dense_time = cost.allreduce_time(VALUE_BYTES * numel)
         forced = always_dense is not None and always_dense[group]
         fits = forced or dense_time <= window
-        density = 1.0 if fits else _density_for_window(window, numel, cost, density_min, density_max)
-        sparse_time = cost.allgather_time(WIRE_BYTES_PER_SELECTED * num_selected(numel, density))
-        more_bytes = world_size is not None and density * world_size >= 1.0
+        density = (
+            1.0 if fits else _density_for_window(window, numel, cost, density_min, density_max, bytes_per_selected)
+        )
+        sparse_time = cost.allgather_time(bytes_per_selected * num_selected(numel, density))
+        more_bytes = world_size is not None and sparse_sends_more(density, world_size, bytes_per_selected)
         if density < 1.0 and (sparse_time >= dense_time or more_bytes):
             density = 1.0
         densities[group] = density
@@ -81,14 +84,22 @@ def plan_densities(
     return densities
 
 
-def _density_for_window(window: float, numel: int, cost: LinkCost, density_min: float, density_max: float) -> float:
+def sparse_sends_more(density: float, world_size: int, bytes_per_selected: int = WIRE_BYTES_PER_SELECTED) -> bool:
+    """Whether a ring allgather of ``density`` of a group's entries puts at least the bytes of a ring allreduce of the
+    whole group on the wire: ``(P-1) b d n >= 2 (P-1) / P 4 n``."""
+    return density * world_size * bytes_per_selected >= 2 * VALUE_BYTES
+
+
+def _density_for_window(
+    window: float, numel: int, cost: LinkCost, density_min: float, density_max: float, bytes_per_selected: int
+) -> float:
     """Largest density whose allgather fits ``window``, clamped to ``[density_min, density_max]``."""
     payload_time = window - cost.alpha_allgather
     if payload_time <= 0:
         return density_min
     if cost.beta_allgather == 0:
         return density_max
-    density = payload_time / (cost.beta_allgather * WIRE_BYTES_PER_SELECTED * numel)
+    density = payload_time / (cost.beta_allgather * bytes_per_selected * numel)
     return min(density_max, max(density_min, density))
 
 

@@ -45,8 +45,16 @@ from torch import Tensor, nn
 
 from .cost_model import DEFAULT_PROBE_BYTES, LinkCost, all_gather_single, measure_link_cost
 from .groups import GradientGroup, build_groups, split_by_threshold
-from .planner import VALUE_BYTES, WIRE_BYTES_PER_SELECTED, plan_densities, warmup_density
-from .topk import add_gathered_sparse, num_selected, pack_sparse, take_topk_
+from .planner import VALUE_BYTES, plan_densities, sparse_sends_more, warmup_density
+from .quantize import QUANTIZED_BITS, add_gathered_quantized, message_words, quantize_
+from .topk import (
+    SPARSE_VALUE_DTYPES,
+    add_gathered_sparse,
+    num_selected,
+    pack_sparse,
+    take_topk_,
+    wire_bytes_per_selected,
+)
 
 __all__ = ["ExchangeStats", "LAGSCommunicationError", "LayerwiseSparseReducer", "check_settings"]
 
@@ -81,8 +89,9 @@ class _Exchange:
     group: GradientGroup
     work: dist.Work
     launched_at: float
-    k: int | None  # None: dense allreduce
+    k: int | None  # None: dense (allreduce, or quantised when bits is set)
     gathered: Tensor | None = None
+    bits: int | None = None  # quantised all_gather at this many bits per entry
     done_at: float | None = field(default=None)
 
 
@@ -112,6 +121,10 @@ class LayerwiseSparseReducer:
         replan_every_n_steps: profile and plan again after this many steps (``None``: plan once).
         probe_bytes: message sizes of the start-up microbenchmark (adaptive mode).
         link_cost: skip the microbenchmark and use this cost model.
+        dense_below_bits: how the ``dense_below`` groups travel: 32 (fp32 allreduce), 8 (int8) or 1 (scaled sign),
+            the last two with error feedback (:mod:`.quantize`).
+        sparse_values: dtype of the selected values on the wire, ``"float32"`` or ``"bfloat16"`` (6 instead of 8
+            bytes per entry with its int32 index; the rounding error stays in the residual).
     """
 
     def __init__(
@@ -131,6 +144,8 @@ class LayerwiseSparseReducer:
         replan_every_n_steps: int | None = None,
         probe_bytes: tuple[int, ...] = DEFAULT_PROBE_BYTES,
         link_cost: LinkCost | None = None,
+        dense_below_bits: int = 32,
+        sparse_values: str = "float32",
     ) -> None:
         check_settings(
             density=density,
@@ -142,6 +157,8 @@ class LayerwiseSparseReducer:
             density_warmup_steps=density_warmup_steps,
             group_threshold=group_threshold,
             dense_below=dense_below,
+            dense_below_bits=dense_below_bits,
+            sparse_values=sparse_values,
         )
         self.process_group = group
         self.world_size = dist.get_world_size(group)
@@ -155,6 +172,9 @@ class LayerwiseSparseReducer:
         self.warmup_steps = warmup_steps
         self.profile_steps = profile_steps
         self.replan_every_n_steps = replan_every_n_steps
+        self.dense_below_bits = dense_below_bits
+        self.sparse_value_dtype: torch.dtype = getattr(torch, sparse_values)
+        self.bytes_per_selected = wire_bytes_per_selected(self.sparse_value_dtype)
         #: Multiplier of the gradients in ``.grad`` (the AMP loss scale), so residuals stay in gradient units.
         self.grad_scale = 1.0
         self.step = 0
@@ -222,13 +242,15 @@ class LayerwiseSparseReducer:
         """Density group ``index`` uses at this step: its fixed or planned density, raised during the warm-up."""
         planned = self.densities[index]
         density = warmup_density(planned, self.step, self.density_warmup_steps)
-        if density > planned and density * self.world_size >= 1.0:
+        if density > planned and sparse_sends_more(density, self.world_size, self.bytes_per_selected):
             return 1.0  # warming up: a sparse exchange this dense sends at least an allreduce's bytes
         return density
 
     def _launch(self, group: GradientGroup, now: float) -> None:
         density = self.current_density(group.index)
-        if density >= 1.0:
+        if group.always_dense and self.dense_below_bits < 32:
+            exchange = self._launch_quantized(group, now)
+        elif density >= 1.0:
             if group.has_residual:  # left by earlier sparse steps: send it now rather than hold it forever
                 group.flat.add_(group.residual.to(group.flat.dtype), alpha=self.grad_scale)
                 group.residual.zero_()
@@ -237,23 +259,43 @@ class LayerwiseSparseReducer:
             exchange = _Exchange(group, work, now, k=None)
         else:
             k = num_selected(group.numel, density)
-            scale = self.grad_scale  # .grad holds scale * gradient; the residual stays in gradient units
-            residual = group.residual
-            previous = residual.clone() if scale != 1.0 else None
-            residual.add_(group.flat, alpha=1.0 / scale)  # a = residual + g, selected from in place
-            finite = previous is None or bool(torch.isfinite(residual).all())
-            values, indices = take_topk_(residual, k, self._generator, self._scratch_for(group.numel))
-            group.has_residual = True
-            if previous is not None:
-                values.mul_(scale)
-                if not finite:
-                    residual.copy_(previous)  # overflowed step: the scaler skips it, keep the old residual
+            with self._accumulate(group) as residual:
+                values, indices = take_topk_(residual, k, self._generator, self._scratch_for(group.numel))
+                if self.sparse_value_dtype != torch.float32:  # round for the wire; the rounding error stays behind
+                    sent = values.to(self.sparse_value_dtype)
+                    residual.index_copy_(0, indices.long(), values - sent.to(values.dtype))
+                    values = sent
+                if self.grad_scale != 1.0:
+                    values = values * self.grad_scale  # AMP scales are powers of two: exact in bf16 too
             message = pack_sparse(values, indices)
             gathered = message.new_empty(self.world_size * message.numel())
             work = all_gather_single(gathered, message, group=self.process_group, async_op=True)
             exchange = _Exchange(group, work, now, k=k, gathered=gathered)
+        work = exchange.work
         work.get_future().add_done_callback(lambda _future, ex=exchange: setattr(ex, "done_at", time.perf_counter()))
         self._exchanges.append(exchange)
+
+    def _launch_quantized(self, group: GradientGroup, now: float) -> _Exchange:
+        with self._accumulate(group) as residual:
+            members = len(group.params)
+            message = quantize_(residual, group.member_index(), members, self.dense_below_bits, self.grad_scale)
+        gathered = message.new_empty(self.world_size * message.numel())
+        work = all_gather_single(gathered, message, group=self.process_group, async_op=True)
+        return _Exchange(group, work, now, k=None, gathered=gathered, bits=self.dense_below_bits)
+
+    @contextlib.contextmanager
+    def _accumulate(self, group: GradientGroup) -> Iterator[Tensor]:
+        """Yield ``residual + g`` (in place in the residual, gradient units) for the caller to take what it sends
+        from; on an AMP-overflowed step (non-finite, the scaler will skip it) the old residual is put back."""
+        scale = self.grad_scale  # .grad holds scale * gradient; the residual stays in gradient units
+        residual = group.residual
+        previous = residual.clone() if scale != 1.0 else None
+        residual.add_(group.flat, alpha=1.0 / scale)
+        finite = previous is None or bool(torch.isfinite(residual).all())
+        yield residual
+        group.has_residual = True
+        if not finite:
+            residual.copy_(previous)
 
     def _scratch_for(self, numel: int) -> Tensor:
         """The magnitudes buffer shared by all groups (sparsified one at a time on the autograd thread), grown to the
@@ -307,10 +349,24 @@ class LayerwiseSparseReducer:
         """Average into ``group.flat`` and make each ``.grad`` a view of it (as DDP's ``gradient_as_bucket_view``),
         so no copy back is needed; a parameter whose dtype differs from the group buffer's gets a copy."""
         group = exchange.group
-        if exchange.k is None:
+        alpha = 1.0 / self.world_size
+        if exchange.bits is not None:
+            members = len(group.params)
+            add_gathered_quantized(
+                group.flat.zero_(),
+                exchange.gathered,
+                self.world_size,
+                group.member_index(),
+                members,
+                exchange.bits,
+                alpha,
+            )
+        elif exchange.k is None:
             group.flat.div_(self.world_size)
         else:
-            add_gathered_sparse(group.flat.zero_(), exchange.gathered, self.world_size, alpha=1.0 / self.world_size)
+            add_gathered_sparse(
+                group.flat.zero_(), exchange.gathered, self.world_size, exchange.k, alpha, self.sparse_value_dtype
+            )
         for _, param, flat_slice in group.slices():
             if param.grad.dtype == flat_slice.dtype:
                 param.grad = flat_slice.view_as(param)
@@ -325,12 +381,16 @@ class LayerwiseSparseReducer:
             numel = exchange.group.numel
             dense_bytes = 2 * (world - 1) / world * VALUE_BYTES * numel
             stats.dense_bytes += dense_bytes
-            if exchange.k is None:
+            if exchange.bits is not None:  # every entry, quantised: (P-1) messages of an allgather
+                stats.bytes_sent += (world - 1) * 4 * message_words(numel, len(exchange.group.params), exchange.bits)
+                stats.dense_groups += 1
+                sent_elements += numel
+            elif exchange.k is None:
                 stats.bytes_sent += dense_bytes
                 stats.dense_groups += 1
                 sent_elements += numel
             else:
-                stats.bytes_sent += (world - 1) * WIRE_BYTES_PER_SELECTED * exchange.k
+                stats.bytes_sent += (world - 1) * self.bytes_per_selected * exchange.k
                 sent_elements += exchange.k
         stats.density = sent_elements / sum(group.numel for group in self.groups)
         stats.comm_hidden_s = _union_length(
@@ -400,6 +460,7 @@ class LayerwiseSparseReducer:
             self.density_max,
             world_size=self.world_size,
             always_dense=[g.always_dense for g in self.groups],
+            bytes_per_selected=self.bytes_per_selected,
         )
         plan = torch.tensor(planned, dtype=torch.float64, device=self._device)
         dist.broadcast(plan, group_src=0, group=self.process_group)
@@ -502,6 +563,8 @@ def check_settings(
     density_warmup_steps: int = 0,
     group_threshold: int = 0,
     dense_below: int = 0,
+    dense_below_bits: int = 32,
+    sparse_values: str = "float32",
     **_other: object,
 ) -> None:
     """Raise ``ValueError`` naming the argument when a reducer setting is out of range (takes the reducer's keyword
@@ -519,6 +582,10 @@ def check_settings(
         raise ValueError(
             f"need group_threshold >= 0 and dense_below >= 0 elements, got {group_threshold}, {dense_below}"
         )
+    if dense_below_bits not in (32, *QUANTIZED_BITS):
+        raise ValueError(f"dense_below_bits must be one of {(32, *QUANTIZED_BITS)}, got {dense_below_bits}")
+    if sparse_values not in SPARSE_VALUE_DTYPES:
+        raise ValueError(f"sparse_values must be one of {SPARSE_VALUE_DTYPES}, got {sparse_values!r}")
 
 
 def _split_by_name(row: Tensor, layout: list[tuple[str, int]]) -> dict[str, Tensor]:

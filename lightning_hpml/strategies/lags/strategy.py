@@ -71,6 +71,11 @@ class LAGSStrategy(DDPStrategy):
         dense_below: parameters with fewer elements (biases, normalisation weights, small layers) are grouped only
             with each other and always sent dense: a small share of the bytes, which top-k over a group shared with
             large layers starves (Deep Gradient Compression does not compress them either). 0: none.
+        dense_below_bits: how those small tensors travel: 32 (fp32 allreduce), or 8 (int8) / 1 (scaled sign) per entry
+            with error feedback, so that every entry is still sent every step at 1/4 or 1/32 of the bytes
+            (:mod:`~.quantize`).
+        sparse_values: dtype of the selected values on the wire, ``"float32"`` or ``"bfloat16"`` (6 instead of 8 bytes
+            per entry with its index; the rounding error stays in the residual).
         warmup_steps: optimizer steps before profiling begins.
         profile_steps: optimizer steps whose backward timings are averaged for the plan.
         replan_every_n_steps: profile and plan again every this many steps (``None``: plan once).
@@ -94,6 +99,8 @@ class LAGSStrategy(DDPStrategy):
         density_warmup_steps: int = 0,
         group_threshold: int = 8192,
         dense_below: int = 0,
+        dense_below_bits: int = 32,
+        sparse_values: str = "float32",
         warmup_steps: int = 1,
         profile_steps: int = 5,
         replan_every_n_steps: int | None = None,
@@ -127,6 +134,8 @@ class LAGSStrategy(DDPStrategy):
             "density_warmup_steps": density_warmup_steps,
             "group_threshold": group_threshold,
             "dense_below": dense_below,
+            "dense_below_bits": dense_below_bits,
+            "sparse_values": sparse_values,
             "warmup_steps": warmup_steps,
             "profile_steps": profile_steps,
             "replan_every_n_steps": replan_every_n_steps,

@@ -7,7 +7,18 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["add_gathered_sparse", "num_selected", "pack_sparse", "select_topk_with_residual", "take_topk_"]
+__all__ = [
+    "SPARSE_VALUE_DTYPES",
+    "add_gathered_sparse",
+    "num_selected",
+    "pack_sparse",
+    "select_topk_with_residual",
+    "take_topk_",
+    "wire_bytes_per_selected",
+]
+
+#: Value dtypes a sparse message may carry (the indices are always int32).
+SPARSE_VALUE_DTYPES = ("float32", "bfloat16")
 
 
 def num_selected(numel: int, density: float) -> int:
@@ -71,15 +82,41 @@ def _topk_indices(magnitude: Tensor, k: int, generator: torch.Generator | None) 
     return torch.topk(magnitude, k, sorted=False).indices
 
 
+def wire_bytes_per_selected(value_dtype: torch.dtype = torch.float32) -> int:
+    """Bytes one selected entry costs on the wire: its value plus an int32 index (8 for fp32, 6 for bf16)."""
+    return value_dtype.itemsize + 4
+
+
 def pack_sparse(values: Tensor, indices: Tensor) -> Tensor:
-    """One fp32 message ``[values | int32 indices bit-cast to fp32]`` (so an exchange is a single ``all_gather``)."""
-    return torch.cat([values.float(), indices.to(torch.int32).view(torch.float32)])
+    """One fp32 message ``[values | int32 indices]`` (so an exchange is a single ``all_gather``): fp32 values as
+    they are, any 2-byte dtype (bf16) bit-packed two per word, the message padded to whole words."""
+    index_words = indices.to(torch.int32).view(torch.float32)
+    if values.dtype == torch.float32:
+        return torch.cat([values, index_words])
+    raw = values.contiguous().view(torch.uint8)
+    raw = torch.cat([raw, raw.new_zeros((-raw.numel()) % 4)])
+    return torch.cat([raw.view(torch.float32), index_words])
 
 
-def add_gathered_sparse(out: Tensor, gathered: Tensor, world_size: int, alpha: float = 1.0) -> Tensor:
-    """Scatter-add ``alpha`` times every rank's packed message (``gathered``: ``world_size`` messages back to back)
-    into ``out``."""
+def add_gathered_sparse(
+    out: Tensor,
+    gathered: Tensor,
+    world_size: int,
+    k: int | None = None,
+    alpha: float = 1.0,
+    value_dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Scatter-add ``alpha`` times every rank's packed message (``gathered``: ``world_size`` messages back to back,
+    each ``k`` entries with values of ``value_dtype``) into ``out``; ``k`` may be omitted for fp32 values."""
     per_rank = gathered.view(world_size, -1)
-    k = per_rank.shape[1] // 2
-    indices = per_rank[:, k:].contiguous().view(torch.int32).reshape(-1).long()
-    return out.index_add_(0, indices, per_rank[:, :k].reshape(-1).to(out.dtype), alpha=alpha)
+    if value_dtype == torch.float32:
+        k = per_rank.shape[1] // 2 if k is None else k
+        value_words, values = k, per_rank[:, :k].reshape(-1)
+    else:
+        if k is None:
+            raise ValueError(f"add_gathered_sparse needs k for {value_dtype} values")
+        value_words = (k * value_dtype.itemsize + 3) // 4
+        raw = per_rank[:, :value_words].contiguous().view(torch.uint8)
+        values = raw[:, : k * value_dtype.itemsize].contiguous().view(value_dtype).reshape(-1)
+    indices = per_rank[:, value_words : value_words + k].contiguous().view(torch.int32).reshape(-1).long()
+    return out.index_add_(0, indices, values.to(out.dtype), alpha=alpha)
