@@ -182,13 +182,17 @@ def test_warmup_density_decays_exponentially_from_dense_to_the_target():
         warmup_density(0.0, 0, 4)
 
 
-@pytest.mark.parametrize("argument", ["group_threshold", "dense_below", "density_warmup_steps"])
-def test_strategy_rejects_negative_sizes_at_construction(argument):
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [("group_threshold", -1), ("dense_below", -1), ("density_warmup_steps", -1), ("dense_below_bits", 4)]
+    + [("sparse_values", "float16")],
+)
+def test_strategy_rejects_bad_settings_at_construction(argument, value):
     # Before any process starts, not in setup on every rank.
     from lightning_hpml.strategies import LAGSStrategy
 
     with pytest.raises(ValueError, match=argument):
-        LAGSStrategy(**{argument: -1})
+        LAGSStrategy(**{argument: value})
 
 
 def test_bf16_sparse_message_round_trip():

@@ -29,7 +29,11 @@ Differences from the official code, on purpose:
 - ``dense_below`` > 0 (not in the official code, which sparsifies every tensor): tensors smaller than that are
   grouped only with each other and always allreduced dense, as DGC leaves biases and small layers uncompressed
   (measured on the synthetic stereo task with Adam: +16.7 % EPE without; with 131,072 +2.5 % on the mean of four
-  seeds, -5.0 % to +6.7 % per seed; see ``benchmarks/README.md``).
+  seeds, -5.0 % to +6.7 % per seed; see ``benchmarks/README.md``);
+- ``dense_below_bits`` 8 or 1 (not in the official code): those small groups travel as int8 or as a scaled sign with
+  error feedback (:mod:`.quantize`), still every entry every step, at 1/4 or 1/32 of the bytes;
+- ``sparse_values="bfloat16"`` (not in the official code): selected values travel as bf16, 6 bytes per entry with
+  the index instead of 8, the rounding error kept in the residual.
 """
 
 from __future__ import annotations
