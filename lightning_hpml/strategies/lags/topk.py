@@ -89,10 +89,10 @@ def wire_bytes_per_selected(value_dtype: torch.dtype = torch.float32) -> int:
 
 def pack_sparse(values: Tensor, indices: Tensor) -> Tensor:
     """One fp32 message ``[values | int32 indices]`` (so an exchange is a single ``all_gather``): fp32 values as
-    they are, any 2-byte dtype (bf16) bit-packed two per word, the message padded to whole words."""
+    fp32 (other widths converted), a 2-byte dtype (bf16) bit-packed two per word, padded to whole words."""
     index_words = indices.to(torch.int32).view(torch.float32)
-    if values.dtype == torch.float32:
-        return torch.cat([values, index_words])
+    if values.dtype.itemsize != 2:
+        return torch.cat([values.float(), index_words])
     raw = values.contiguous().view(torch.uint8)
     raw = torch.cat([raw, raw.new_zeros((-raw.numel()) % 4)])
     return torch.cat([raw.view(torch.float32), index_words])
