@@ -17,6 +17,7 @@ have different scales, so they cannot be summed by an allreduce) and each adds `
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -26,7 +27,12 @@ __all__ = ["QUANTIZED_BITS", "add_gathered_quantized", "message_words", "quantiz
 
 #: Bit widths of the quantised exchange (32 means a plain fp32 allreduce, handled by the reducer).
 QUANTIZED_BITS = (8, 1)
-_BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+
+@functools.cache
+def _bit_weights(device: torch.device) -> Tensor:
+    """``[1, 2, ..., 128]`` as uint8 on ``device``, made once per device (not per step)."""
+    return torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=device)
 
 
 def message_words(numel: int, members: int, bits: int) -> int:
@@ -49,8 +55,7 @@ def quantize_(accumulated: Tensor, member_index: Tensor, members: int, bits: int
         accumulated.sub_(q * per_entry)
         payload = q.to(torch.int8).view(torch.uint8)
     else:
-        counts = torch.bincount(member_index, minlength=members).to(magnitude.dtype)
-        scales = magnitude.new_zeros(members).index_add_(0, member_index, magnitude) / counts
+        scales = magnitude.new_zeros(members).scatter_reduce_(0, member_index, magnitude, "mean", include_self=False)
         positive = accumulated >= 0
         per_entry = scales.index_select(0, member_index)
         accumulated.sub_(torch.where(positive, per_entry, -per_entry))
@@ -87,9 +92,9 @@ def _check_bits(bits: int) -> None:
 def _pack_bits(flags: Tensor) -> Tensor:
     padded = torch.zeros(math.ceil(flags.numel() / 8) * 8, dtype=torch.uint8, device=flags.device)
     padded[: flags.numel()] = flags
-    return (padded.view(-1, 8) * _BIT_WEIGHTS.to(flags.device)).sum(1, dtype=torch.uint8)
+    return (padded.view(-1, 8) * _bit_weights(flags.device)).sum(1, dtype=torch.uint8)
 
 
 def _unpack_bits(packed: Tensor, numel: int) -> Tensor:
-    bits = packed[: math.ceil(numel / 8)].unsqueeze(1).bitwise_and(_BIT_WEIGHTS.to(packed.device)).ne(0)
+    bits = packed[: math.ceil(numel / 8)].unsqueeze(1).bitwise_and(_bit_weights(packed.device)).ne(0)
     return bits.reshape(-1)[:numel]
