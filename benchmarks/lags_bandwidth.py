@@ -258,6 +258,7 @@ class LagsFixed(Method):
             group_threshold=args.group_threshold,
             density_warmup_steps=args.lags_density_warmup_steps,
             dense_below=args.lags_dense_below,
+            dense_group_threshold=args.lags_dense_group_threshold,
             dense_below_bits=args.lags_dense_below_bits,
             sparse_values=args.lags_sparse_values,
             warmup_steps=1,
@@ -326,20 +327,21 @@ class Timed:
         dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
         steps = max(min(args.steps, args.min_steps), min(args.steps, math.floor(args.time_budget_s / float(slowest))))
         self.steps_per_round = math.ceil(steps / args.rounds)
-        self.elapsed_s, self.tx_bytes, self.times, self.stats = 0.0, 0, [], []
+        self.elapsed_s, self.cpu_s, self.tx_bytes, self.times, self.stats = 0.0, 0.0, 0, [], []
 
     def run_chunk(self) -> None:
         """``steps_per_round`` iterations between barriers; rank 0's wall time and ``lo`` bytes are accumulated."""
         times = torch.zeros(self.steps_per_round, dtype=torch.float64)
         dist.barrier()
         tx_before = lo_tx_bytes()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for i in range(self.steps_per_round):
             step_started = time.perf_counter()
             step_stats = self.method.step(self.inputs, self.target)
             times[i] = time.perf_counter() - step_started
             if step_stats is not None:
                 self.stats.append(step_stats)
+        self.cpu_s += time.process_time() - cpu_started
         dist.barrier()
         self.elapsed_s += time.perf_counter() - started
         self.tx_bytes += lo_tx_bytes() - tx_before
@@ -359,6 +361,9 @@ class Timed:
             "iter_s_median": statistics.median(self.times),
             "iter_s_min": min(self.times),
             "iter_s_all": self.times,
+            # CPU time of this rank's process (every thread: compute, Gloo, ...) per iteration: on a machine with as
+            # many cores as ranks, whatever a method adds here comes out of the compute.
+            "cpu_s_per_iter": self.cpu_s / steps,
             "wire_bytes_per_rank_per_iter": self.tx_bytes / steps / dist.get_world_size(),
             "stats": mean_stats(self.stats),
             **self.method.info(),
@@ -580,6 +585,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--lags-dense-below", type=int, default=0, help="LAGS: tensors with fewer elements always go dense"
     )
     parser.add_argument(
+        "--lags-dense-group-threshold",
+        type=int,
+        default=None,
+        help="LAGS: close a group of those small tensors at this many elements (default: --group-threshold)",
+    )
+    parser.add_argument(
         "--lags-dense-below-bits", type=int, default=32, choices=(32, 8, 1), help="LAGS: bits per small-tensor entry"
     )
     parser.add_argument(
@@ -641,7 +652,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         f"{machine['cpu_model']}, {args.world_size} Gloo ranks x 1 thread, torch {machine['torch']}; "
         f"density {args.density}, PowerSGD rank {args.powersgd_rank}; LAGS adaptive density in "
         f"[{args.density_min}, {args.density_max}], density warm-up {args.lags_density_warmup_steps} steps (untimed), dense below "
-        f"{args.lags_dense_below} elements at {args.lags_dense_below_bits} bits, {args.lags_sparse_values} values"
+        f"{args.lags_dense_below} elements at {args.lags_dense_below_bits} bits in groups of "
+        f"{args.lags_dense_group_threshold or args.group_threshold}, {args.lags_sparse_values} values"
     )
     print_table(header, rows, caption)
     output = reserve_result_path(args.output_dir, "lags_bandwidth")

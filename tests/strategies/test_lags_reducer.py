@@ -197,8 +197,32 @@ def test_tensors_below_dense_below_are_sent_dense_with_no_residual(world_of_one)
             assert not residuals[name].any()
         else:
             assert residuals[name].any()
-    with pytest.raises(ValueError, match="dense_below >= 0"):
+    with pytest.raises(ValueError, match="dense_below and dense_group_threshold >= 0"):
         LayerwiseSparseReducer(model, density=0.05, adaptive=False, dense_below=-1)
+
+
+def test_error_feedback_is_exact_on_the_cpu_prefilter_path_with_a_loss_scale(world_of_one):
+    # 65,536 elements and up at density <= 0.1 take the NumPy pre-filter that adds the gradient while selecting
+    torch.manual_seed(0)
+    model, reference = nn.Linear(512, 256), nn.Linear(512, 256)
+    reference.load_state_dict(model.state_dict())
+    reducer = LayerwiseSparseReducer(
+        model, density=0.05, adaptive=False, dense_below=1000, dense_below_bits=8, sparse_values="bfloat16"
+    )
+    assert sorted(g.numel for g in reducer.groups) == [256, 131072]
+    for seed, scale in ((0, 1.0), (1, 4.0), (2, 4.0)):
+        x = torch.randn(16, 512, generator=torch.Generator().manual_seed(seed))
+        before = reducer.state_dict()["residuals"]
+        reducer.grad_scale = scale  # before backward: the hooks send as soon as a gradient is final
+        for net, factor in ((reference, 1.0), (model, scale)):
+            net.zero_grad(set_to_none=True)
+            (net(x).pow(2).mean() * factor).backward()
+        assert reducer.finish().density == pytest.approx((256 + 6554) / (256 + 131072))
+        after = reducer.state_dict()["residuals"]
+        for name, param in model.named_parameters():
+            expected = reference.get_parameter(name).grad.flatten() + before[name]
+            torch.testing.assert_close(param.grad.flatten() / scale + after[name], expected, rtol=0, atol=1e-7)
+        assert torch.count_nonzero(model.weight.grad) == 6554
 
 
 @pytest.mark.parametrize(("bits", "values"), [(8, "float32"), (1, "bfloat16"), (32, "bfloat16")])

@@ -55,16 +55,25 @@ NamedParams = list[tuple[str, nn.Parameter]]
 
 
 def split_by_threshold(
-    named_params: Sequence[tuple[str, nn.Parameter]], threshold: int, dense_below: int = 0
+    named_params: Sequence[tuple[str, nn.Parameter]],
+    threshold: int,
+    dense_below: int = 0,
+    dense_threshold: int | None = None,
 ) -> list[NamedParams]:
     """Walk ``named_params`` (backward order) and close a group once it holds at least ``threshold`` elements.
 
     ``threshold=0`` gives one group per tensor (the official code's default); its launcher script uses 8192.
-    Tensors with fewer than ``dense_below`` elements are merged only with each other (into groups closed by the same
-    threshold), so a group is either all small tensors (sent dense) or all large ones (sparsified).
+    Tensors with fewer than ``dense_below`` elements are merged only with each other, into groups closed at
+    ``dense_threshold`` elements (default ``threshold``), so a group is either all small tensors (sent dense) or all
+    large ones (sparsified). Small tensors are spread over the whole network, so a large ``dense_threshold`` holds
+    the first of them (e.g. the classifier's) until the end of backward, where nothing hides their exchange.
     """
-    if threshold < 0 or dense_below < 0:
-        raise ValueError(f"need group_threshold >= 0 and dense_below >= 0 elements, got {threshold}, {dense_below}")
+    dense_threshold = threshold if dense_threshold is None else dense_threshold
+    if min(threshold, dense_below, dense_threshold) < 0:
+        raise ValueError(
+            f"need group_threshold, dense_below and dense_group_threshold >= 0 elements, got {threshold}, "
+            f"{dense_below}, {dense_threshold}"
+        )
     if not named_params:
         raise ValueError("LAGS needs at least one trainable parameter; the module has none with requires_grad=True")
     members: list[NamedParams] = []
@@ -72,7 +81,7 @@ def split_by_threshold(
     for item in named_params:
         small = item[1].numel() < dense_below
         pending[small].append(item)
-        if sum(p.numel() for _, p in pending[small]) >= threshold:
+        if sum(p.numel() for _, p in pending[small]) >= (dense_threshold if small else threshold):
             members.append(pending[small])
             pending[small] = []
     members += [rest for rest in pending.values() if rest]

@@ -120,6 +120,8 @@ class LayerwiseSparseReducer:
             planned value (DGC's dense warm-up; 0: none). Counted in optimizer steps from the start of training.
         group_threshold: merge consecutive parameters until a group holds at least this many elements.
         dense_below: parameters with fewer elements are grouped only with each other and always sent dense.
+        dense_group_threshold: close a group of those small parameters at this many elements (default
+            ``group_threshold``); smaller keeps their exchanges spread over backward instead of piled up at its end.
         warmup_steps: steps (with ``density``) before profiling starts.
         profile_steps: steps whose backward timings are averaged for the plan.
         replan_every_n_steps: profile and plan again after this many steps (``None``: plan once).
@@ -143,6 +145,7 @@ class LayerwiseSparseReducer:
         density_warmup_steps: int = 0,
         group_threshold: int = 8192,
         dense_below: int = 0,
+        dense_group_threshold: int | None = None,
         warmup_steps: int = 1,
         profile_steps: int = 5,
         replan_every_n_steps: int | None = None,
@@ -161,6 +164,7 @@ class LayerwiseSparseReducer:
             density_warmup_steps=density_warmup_steps,
             group_threshold=group_threshold,
             dense_below=dense_below,
+            dense_group_threshold=dense_group_threshold,
             dense_below_bits=dense_below_bits,
             sparse_values=sparse_values,
         )
@@ -173,6 +177,7 @@ class LayerwiseSparseReducer:
         self.density_warmup_steps = density_warmup_steps
         self.group_threshold = group_threshold
         self.dense_below = dense_below
+        self.dense_group_threshold = dense_group_threshold
         self.warmup_steps = warmup_steps
         self.profile_steps = profile_steps
         self.replan_every_n_steps = replan_every_n_steps
@@ -186,9 +191,7 @@ class LayerwiseSparseReducer:
 
         self._named_params = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         self._device = self._named_params[0][1].device if self._named_params else torch.device("cpu")
-        self.groups = build_groups(
-            split_by_threshold(self._named_params[::-1], group_threshold, dense_below), dense_below
-        )
+        self.groups = self._build_groups(self._named_params[::-1])
         self.densities = self._initial_densities()
         self.link_cost = link_cost
         if adaptive and link_cost is None:
@@ -264,7 +267,9 @@ class LayerwiseSparseReducer:
         else:
             k = num_selected(group.numel, density)
             with self._accumulate(group) as residual:
-                values, indices = take_topk_(residual, k, self._generator, self._scratch_for(group.numel))
+                values, indices = take_topk_(
+                    residual, k, self._generator, self._scratch_for(group.numel), group.flat, 1.0 / self.grad_scale
+                )
                 if self.sparse_value_dtype != torch.float32:  # round for the wire; the rounding error stays behind
                     sent = values.to(self.sparse_value_dtype)
                     residual.index_copy_(0, indices.long(), values - sent.to(values.dtype))
@@ -281,6 +286,7 @@ class LayerwiseSparseReducer:
 
     def _launch_quantized(self, group: GradientGroup, now: float) -> _Exchange:
         with self._accumulate(group) as residual:
+            residual.add_(group.flat, alpha=1.0 / self.grad_scale)
             members = len(group.params)
             message = quantize_(residual, group.member_index(), members, self.dense_below_bits, self.grad_scale)
         gathered = message.new_empty(self.world_size * message.numel())
@@ -289,16 +295,14 @@ class LayerwiseSparseReducer:
 
     @contextlib.contextmanager
     def _accumulate(self, group: GradientGroup) -> Iterator[Tensor]:
-        """Yield ``residual + g`` (in place in the residual, gradient units) for the caller to take what it sends
-        from; on an AMP-overflowed step (non-finite, the scaler will skip it) the old residual is put back."""
-        scale = self.grad_scale  # .grad holds scale * gradient; the residual stays in gradient units
+        """Yield the residual for the caller to add ``group.flat / grad_scale`` to (``.grad`` holds the loss scale
+        times the gradient; the residual stays in gradient units) and take what it sends from; on an AMP-overflowed
+        step (non-finite: the scaler will skip it) the old residual is put back afterwards."""
         residual = group.residual
-        previous = residual.clone() if scale != 1.0 else None
-        residual.add_(group.flat, alpha=1.0 / scale)
-        finite = previous is None or bool(torch.isfinite(residual).all())
+        previous = residual.clone() if self.grad_scale != 1.0 else None
         yield residual
         group.has_residual = True
-        if not finite:
+        if previous is not None and not bool(torch.isfinite(group.flat).all()):
             residual.copy_(previous)
 
     def _scratch_for(self, numel: int) -> Tensor:
@@ -418,15 +422,17 @@ class LayerwiseSparseReducer:
         residuals = self._residuals_by_name()
         by_name = dict(self._named_params)
         ordered = [(n, by_name[n]) for n in ordered_names]
-        self.groups = build_groups(
-            split_by_threshold(ordered, self.group_threshold, self.dense_below), self.dense_below
-        )
+        self.groups = self._build_groups(ordered)
         for group in self.groups:
             for m, name in enumerate(group.names):
                 group.residual_slice(m).copy_(residuals[name])
             group.has_residual = bool(group.residual.any())
         self.densities = self._initial_densities()
         self._index_groups()
+
+    def _build_groups(self, ordered: list[tuple[str, nn.Parameter]]) -> list[GradientGroup]:
+        members = split_by_threshold(ordered, self.group_threshold, self.dense_below, self.dense_group_threshold)
+        return build_groups(members, self.dense_below)
 
     def _initial_densities(self) -> list[float]:
         """``density`` for every group, 1 for the ``always_dense`` ones (before a plan, or in fixed mode)."""
@@ -567,6 +573,7 @@ def check_settings(
     density_warmup_steps: int = 0,
     group_threshold: int = 0,
     dense_below: int = 0,
+    dense_group_threshold: int | None = None,
     dense_below_bits: int = 32,
     sparse_values: str = "float32",
     **_other: object,
@@ -582,9 +589,10 @@ def check_settings(
         raise ValueError(f"replan_every_n_steps ({replan_every_n_steps}) must exceed profile_steps ({profile_steps})")
     if density_warmup_steps < 0:
         raise ValueError(f"need density_warmup_steps >= 0, got {density_warmup_steps}")
-    if group_threshold < 0 or dense_below < 0:
+    if group_threshold < 0 or dense_below < 0 or (dense_group_threshold or 0) < 0:
         raise ValueError(
-            f"need group_threshold >= 0 and dense_below >= 0 elements, got {group_threshold}, {dense_below}"
+            "need group_threshold, dense_below and dense_group_threshold >= 0 elements, got "
+            f"{group_threshold}, {dense_below}, {dense_group_threshold}"
         )
     if dense_below_bits not in (32, *QUANTIZED_BITS):
         raise ValueError(f"dense_below_bits must be one of {(32, *QUANTIZED_BITS)}, got {dense_below_bits}")

@@ -71,6 +71,9 @@ class LAGSStrategy(DDPStrategy):
         dense_below: parameters with fewer elements (biases, normalisation weights, small layers) are grouped only
             with each other and always sent dense: a small share of the bytes, which top-k over a group shared with
             large layers starves (Deep Gradient Compression does not compress them either). 0: none.
+        dense_group_threshold: close a group of those small tensors at this many elements (default
+            ``group_threshold``). They are spread over the whole network: a small value sends each soon after its
+            gradient is final, instead of holding the first ones until the end of backward, where nothing hides them.
         dense_below_bits: how those small tensors travel: 32 (fp32 allreduce), or 8 (int8) / 1 (scaled sign) per entry
             with error feedback, so that every entry is still sent every step at 1/4 or 1/32 of the bytes
             (:mod:`~.quantize`).
@@ -99,6 +102,7 @@ class LAGSStrategy(DDPStrategy):
         density_warmup_steps: int = 0,
         group_threshold: int = 8192,
         dense_below: int = 0,
+        dense_group_threshold: int | None = None,
         dense_below_bits: int = 32,
         sparse_values: str = "float32",
         warmup_steps: int = 1,
@@ -134,6 +138,7 @@ class LAGSStrategy(DDPStrategy):
             "density_warmup_steps": density_warmup_steps,
             "group_threshold": group_threshold,
             "dense_below": dense_below,
+            "dense_group_threshold": dense_group_threshold,
             "dense_below_bits": dense_below_bits,
             "sparse_values": sparse_values,
             "warmup_steps": warmup_steps,
