@@ -21,7 +21,9 @@ initial weights on the same data order for the same number of steps; only the gr
   groups, sent every step as int8 with error feedback (``dense_below_bits=8``), and bf16 values on the wire
   (``sparse_values="bfloat16"``): within the stereo goal, and on the CNN of ``lags_bandwidth.py`` 3.2x faster than
   dense DDP at 1.15-1.22x of compute alone, but not faster than PowerSGD at rank 1;
-  ``…_sign_g256k_bf16``: the same with a 1-bit scaled sign for the small tensors;
+  ``…_sign_g256k_bf16``: the same with a 1-bit scaled sign for the small tensors; ``…_int8_dg16k_g256k_bf16``: the
+  int8 one with the small tensors' groups closed at 16,384 elements (``dense_group_threshold``), so they are sent
+  during backward instead of at its end (the same arithmetic: each tensor keeps its own int8 scale);
 - ``powersgd_r1``, ``powersgd_r4``: Lightning's ``DDPStrategy`` with torch's ``powerSGD_hook`` at rank 1 / 4 (the
   speed baseline of ``lags_bandwidth.py``), compressing after the same 96 dense steps as the LAGS warm-up;
 - ``lags_adaptive_dgc``: ``LAGSStrategy(density_max=0.05, density_warmup_steps=96)``, the adaptive plan capped at
@@ -115,6 +117,14 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "lags_d0.05_w96_small128k_int8_g256k_bf16": {
         **D005_W96,
         **G256K_SMALL128K,
+        "dense_below_bits": 8,
+        "sparse_values": "bfloat16",
+    },
+    # the same, with the small tensors' groups closed at 16,384 elements (sent during backward, not at its end)
+    "lags_d0.05_w96_small128k_int8_dg16k_g256k_bf16": {
+        **D005_W96,
+        **G256K_SMALL128K,
+        "dense_group_threshold": 16384,
         "dense_below_bits": 8,
         "sparse_values": "bfloat16",
     },

@@ -238,12 +238,15 @@ class LayerwiseSparseReducer:
             self._first_ready_at = now
         self._arrival.append(param)
         self._ready[group.index].add(member)
+        # A one-tensor group reads its gradient where autograd left it (copied only if sent dense): the big layers,
+        # most of the bytes, then skip a full copy per step.
+        alone = len(group.params) == 1 and param.grad.is_contiguous()
         flat_slice = group.flat[group.offsets[member] : group.offsets[member] + param.numel()]
-        if param.grad.data_ptr() != flat_slice.data_ptr():  # else .grad is still the view given by finish()
+        if not alone and param.grad.data_ptr() != flat_slice.data_ptr():  # else still the view given by finish()
             flat_slice.copy_(param.grad.reshape(-1))
         if len(self._ready[group.index]) == len(group.params):
             self._ready_at[group.index] = now
-            self._launch(group, now)
+            self._launch(group, now, param.grad.view(-1) if alone else group.flat)
 
     def current_density(self, index: int) -> float:
         """Density group ``index`` uses at this step: its fixed or planned density, raised during the warm-up."""
@@ -253,11 +256,15 @@ class LayerwiseSparseReducer:
             return 1.0  # warming up: a sparse exchange this dense sends at least an allreduce's bytes
         return density
 
-    def _launch(self, group: GradientGroup, now: float) -> None:
+    def _launch(self, group: GradientGroup, now: float, gradient: Tensor) -> None:
+        """Start the exchange of ``group``, whose gradient (scaled, flat) is ``gradient``: ``group.flat`` or, for a
+        one-tensor group, that tensor's ``.grad``."""
         density = self.current_density(group.index)
         if group.always_dense and self.dense_below_bits < 32:
-            exchange = self._launch_quantized(group, now)
+            exchange = self._launch_quantized(group, now, gradient)
         elif density >= 1.0:
+            if gradient.data_ptr() != group.flat.data_ptr():
+                group.flat.copy_(gradient)
             if group.has_residual:  # left by earlier sparse steps: send it now rather than hold it forever
                 group.flat.add_(group.residual.to(group.flat.dtype), alpha=self.grad_scale)
                 group.residual.zero_()
@@ -266,9 +273,9 @@ class LayerwiseSparseReducer:
             exchange = _Exchange(group, work, now, k=None)
         else:
             k = num_selected(group.numel, density)
-            with self._accumulate(group) as residual:
+            with self._accumulate(group, gradient) as residual:
                 values, indices = take_topk_(
-                    residual, k, self._generator, self._scratch_for(group.numel), group.flat, 1.0 / self.grad_scale
+                    residual, k, self._generator, self._scratch_for(group.numel), gradient, 1.0 / self.grad_scale
                 )
                 if self.sparse_value_dtype != torch.float32:  # round for the wire; the rounding error stays behind
                     sent = values.to(self.sparse_value_dtype)
@@ -284,9 +291,9 @@ class LayerwiseSparseReducer:
         work.get_future().add_done_callback(lambda _future, ex=exchange: setattr(ex, "done_at", time.perf_counter()))
         self._exchanges.append(exchange)
 
-    def _launch_quantized(self, group: GradientGroup, now: float) -> _Exchange:
-        with self._accumulate(group) as residual:
-            residual.add_(group.flat, alpha=1.0 / self.grad_scale)
+    def _launch_quantized(self, group: GradientGroup, now: float, gradient: Tensor) -> _Exchange:
+        with self._accumulate(group, gradient) as residual:
+            residual.add_(gradient, alpha=1.0 / self.grad_scale)
             members = len(group.params)
             message = quantize_(residual, group.member_index(), members, self.dense_below_bits, self.grad_scale)
         gathered = message.new_empty(self.world_size * message.numel())
@@ -294,15 +301,15 @@ class LayerwiseSparseReducer:
         return _Exchange(group, work, now, k=None, gathered=gathered, bits=self.dense_below_bits)
 
     @contextlib.contextmanager
-    def _accumulate(self, group: GradientGroup) -> Iterator[Tensor]:
-        """Yield the residual for the caller to add ``group.flat / grad_scale`` to (``.grad`` holds the loss scale
+    def _accumulate(self, group: GradientGroup, gradient: Tensor) -> Iterator[Tensor]:
+        """Yield the residual for the caller to add ``gradient / grad_scale`` to (``.grad`` holds the loss scale
         times the gradient; the residual stays in gradient units) and take what it sends from; on an AMP-overflowed
         step (non-finite: the scaler will skip it) the old residual is put back afterwards."""
         residual = group.residual
         previous = residual.clone() if self.grad_scale != 1.0 else None
         yield residual
         group.has_residual = True
-        if previous is not None and not bool(torch.isfinite(group.flat).all()):
+        if previous is not None and not bool(torch.isfinite(gradient).all()):
             residual.copy_(previous)
 
     def _scratch_for(self, numel: int) -> Tensor:

@@ -163,16 +163,19 @@ def add_gathered_sparse(
     value_dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Scatter-add ``alpha`` times every rank's packed message (``gathered``: ``world_size`` messages back to back,
-    each ``k`` entries with values of ``value_dtype``) into ``out``; ``k`` may be omitted for fp32 values."""
+    each ``k`` entries with values of ``value_dtype``) into ``out``; ``k`` may be omitted for fp32 values.
+
+    Each rank's values and indices are read in place (views of ``gathered``; only the values are converted to
+    ``out``'s dtype), and the int32 indices go to ``index_add_`` as they are.
+    """
     per_rank = gathered.view(world_size, -1)
-    if value_dtype == torch.float32:
-        k = per_rank.shape[1] // 2 if k is None else k
-        value_words, values = k, per_rank[:, :k].reshape(-1)
-    else:
-        if k is None:
+    if k is None:
+        if value_dtype != torch.float32:
             raise ValueError(f"add_gathered_sparse needs k for {value_dtype} values")
-        value_words = (k * value_dtype.itemsize + 3) // 4
-        raw = per_rank[:, :value_words].contiguous().view(torch.uint8)
-        values = raw[:, : k * value_dtype.itemsize].contiguous().view(value_dtype).reshape(-1)
-    indices = per_rank[:, value_words : value_words + k].contiguous().view(torch.int32).reshape(-1).long()
-    return out.index_add_(0, indices, values.to(out.dtype), alpha=alpha)
+        k = per_rank.shape[1] // 2
+    value_words = (k * value_dtype.itemsize + 3) // 4
+    for message in per_rank:
+        values = message[:value_words].view(torch.uint8)[: k * value_dtype.itemsize].view(value_dtype)
+        indices = message[value_words : value_words + k].view(torch.int32)
+        out.index_add_(0, indices, values.to(out.dtype), alpha=alpha)
+    return out
