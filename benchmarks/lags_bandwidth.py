@@ -17,8 +17,8 @@ side by side, from the same seed, on a fixed random batch per rank, with SGD (lr
 - ``lags_adaptive``: the same with the adaptive per-group density plan (link cost measured at start-up).
 
 ``--density-min``, ``--density-max``, ``--lags-density-warmup-steps``, ``--lags-dense-below``,
-``--lags-dense-below-bits`` and ``--lags-sparse-values`` set the LAGS methods' arguments of the same names, so the configuration recommended by ``lags_convergence.py`` runs here
-unchanged; a density warm-up runs untimed (its wall time is ``warmup_s`` in the JSON), and the timed steps use the
+``--lags-dense-group-threshold``, ``--lags-dense-below-bits`` and ``--lags-sparse-values`` set the LAGS methods'
+arguments of the same names, so the configuration recommended by ``lags_convergence.py`` runs here unchanged; a density warm-up runs untimed (its wall time is ``warmup_s`` in the JSON), and the timed steps use the
 planned densities.
 
 Each method first runs enough untimed steps to be in its steady state (DDP's bucket rebuild, PowerSGD's
@@ -26,7 +26,9 @@ compressed phase, the LAGS profile and plan), then ``--steps`` timed iterations 
 when the last warm-up step says they would exceed ``--time-budget-s`` (the dense runs at 10 Mbit/s take
 seconds per step). Rank 0 reads the namespace's ``lo`` transmit counter (``/proc/net/dev``) around the timed
 loop; divided by iterations and processes that is the bytes each rank put on the wire per iteration, TCP/IP
-headers and barriers included. The LAGS reducer's own estimate (``bytes_sent``) is reported next to it.
+headers and barriers included. The LAGS reducer's own estimate (``bytes_sent``) is reported next to it. ``CPU ms``
+is rank 0's process CPU time (all threads) per iteration: with one core per rank, what a method adds there comes
+out of the compute, wherever its communication hides.
 
 Creating namespaces needs root; ``--no-netns`` runs only ``unthrottled`` on the host loopback (its counter then
 includes any other local traffic). Absolute times only mean something on the machine that produced them.
@@ -511,7 +513,7 @@ def _ratio(value: float | None) -> str:
 
 
 def table_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    header = ["rate", "model", "method", "mean ms", "median ms", "steps", "wire MB/rank/iter", "density",
+    header = ["rate", "model", "method", "mean ms", "median ms", "CPU ms", "steps", "wire MB/rank/iter", "density",
               "vs dense_ddp", "vs compute_only"]  # fmt: skip
     rows = []
     for result in results:
@@ -524,6 +526,7 @@ def table_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
                     r["method"],
                     f"{r['iter_s_mean'] * 1e3:.1f}",
                     f"{r['iter_s_median'] * 1e3:.1f}",
+                    f"{r['cpu_s_per_iter'] * 1e3:.1f}",
                     str(r["steps"]),
                     f"{r['wire_bytes_per_rank_per_iter'] / 1e6:.3f}",
                     "-" if density is None else f"{density:.4f}",

@@ -39,7 +39,7 @@ def test_quick_run_reports_every_method(tmp_path):
     records = {(r["model"], r["method"]): r for r in result["records"]}
     assert set(records) == {(model, method) for model in ("cnn", "transformer") for method in METHODS}
     for (model, method), record in records.items():
-        for key in ("iter_s_mean", "iter_s_median"):
+        for key in ("iter_s_mean", "iter_s_median", "cpu_s_per_iter"):
             assert math.isfinite(record[key]) and record[key] > 0, (model, method, key, record[key])
         assert record["steps"] == 2
     for model in ("cnn", "transformer"):

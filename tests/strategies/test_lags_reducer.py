@@ -202,7 +202,7 @@ def test_tensors_below_dense_below_are_sent_dense_with_no_residual(world_of_one)
 
 
 def test_error_feedback_is_exact_on_the_cpu_prefilter_path_with_a_loss_scale(world_of_one):
-    # 65,536 elements and up at density <= 0.1 take the NumPy pre-filter that adds the gradient while selecting
+    # 65,536 elements and up at density <= 0.1 take the sampled pre-filter; one-tensor groups read .grad in place
     torch.manual_seed(0)
     model, reference = nn.Linear(512, 256), nn.Linear(512, 256)
     reference.load_state_dict(model.state_dict())

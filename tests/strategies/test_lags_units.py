@@ -99,7 +99,7 @@ def test_dense_group_threshold_closes_small_groups_sooner():
         split_by_threshold(named, threshold=150, dense_below=150, dense_threshold=-1)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # fp32 on CPU: the NumPy pre-filter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("numel", "k", "alpha"), [(300_000, 3000, 1.0), (300_000, 9000, 0.25), (1000, 10, 0.5)])
 def test_take_topk_adds_the_gradient_first_and_stays_exact(dtype, numel, k, alpha):
     generator = torch.Generator().manual_seed(numel + k)
