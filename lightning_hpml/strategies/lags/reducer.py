@@ -30,6 +30,10 @@ Differences from the official code, on purpose:
   grouped only with each other and always allreduced dense, as DGC leaves biases and small layers uncompressed
   (measured on the synthetic stereo task with Adam: +16.7 % EPE without; with 131,072 +2.5 % on the mean of four
   seeds, -5.0 % to +6.7 % per seed; see ``benchmarks/README.md``);
+- ``dense_group_threshold`` (not in the official code): those small tensors' groups close at this size instead of
+  ``group_threshold``; small tensors sit all over a network, so a large group held the first of them (e.g. the
+  classifier's) until the end of backward, where nothing hides the exchange (CNN benchmark at 100 Mbit/s: 46-49 ms
+  exposed per step with 262,144, 16.7 ms with 16,384);
 - ``dense_below_bits`` 8 or 1 (not in the official code): those small groups travel as int8 or as a scaled sign with
   error feedback (:mod:`.quantize`), still every entry every step, at 1/4 or 1/32 of the bytes;
 - ``sparse_values="bfloat16"`` (not in the official code): selected values travel as bf16, 6 bytes per entry with
