@@ -18,8 +18,9 @@ side by side, from the same seed, on a fixed random batch per rank, with SGD (lr
 
 ``--density-min``, ``--density-max``, ``--lags-density-warmup-steps``, ``--lags-dense-below``,
 ``--lags-dense-group-threshold``, ``--lags-dense-below-bits`` and ``--lags-sparse-values`` set the LAGS methods'
-arguments of the same names, so the configuration recommended by ``lags_convergence.py`` runs here unchanged; a density warm-up runs untimed (its wall time is ``warmup_s`` in the JSON), and the timed steps use the
-planned densities.
+arguments of the same names, so the configuration recommended by ``lags_convergence.py`` runs here unchanged; a
+density warm-up runs untimed (its wall time is ``warmup_s`` in the JSON), and the timed steps use the planned
+densities.
 
 Each method first runs enough untimed steps to be in its steady state (DDP's bucket rebuild, PowerSGD's
 compressed phase, the LAGS profile and plan), then ``--steps`` timed iterations between two barriers, fewer
@@ -656,7 +657,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         f"density {args.density}, PowerSGD rank {args.powersgd_rank}; LAGS adaptive density in "
         f"[{args.density_min}, {args.density_max}], density warm-up {args.lags_density_warmup_steps} steps (untimed), dense below "
         f"{args.lags_dense_below} elements at {args.lags_dense_below_bits} bits in groups of "
-        f"{args.lags_dense_group_threshold or args.group_threshold}, {args.lags_sparse_values} values"
+        f"{args.group_threshold if args.lags_dense_group_threshold is None else args.lags_dense_group_threshold}, "
+        f"{args.lags_sparse_values} values"
     )
     print_table(header, rows, caption)
     output = reserve_result_path(args.output_dir, "lags_bandwidth")

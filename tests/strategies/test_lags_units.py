@@ -12,7 +12,6 @@ from lightning_hpml.strategies.lags import LinkCost, num_selected, plan_densitie
 from lightning_hpml.strategies.lags.cost_model import fit_line
 from lightning_hpml.strategies.lags.groups import build_groups, split_by_threshold
 from lightning_hpml.strategies.lags.planner import WIRE_BYTES_PER_SELECTED, warmup_density
-from lightning_hpml.strategies.lags.topk import take_topk_
 
 
 @pytest.mark.parametrize("numel,k", [(1000, 10), (300_000, 3000), (300_000, 25_000), (300_000, 120_000), (70_000, 1)])
@@ -97,23 +96,6 @@ def test_dense_group_threshold_closes_small_groups_sooner():
     assert split_by_threshold(named, 150, 150, dense_threshold=None) == split_by_threshold(named, 150, 150)
     with pytest.raises(ValueError, match="dense_group_threshold"):
         split_by_threshold(named, threshold=150, dense_below=150, dense_threshold=-1)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize(("numel", "k", "alpha"), [(300_000, 3000, 1.0), (300_000, 9000, 0.25), (1000, 10, 0.5)])
-def test_take_topk_adds_the_gradient_first_and_stays_exact(dtype, numel, k, alpha):
-    generator = torch.Generator().manual_seed(numel + k)
-    residual = torch.randn(numel, generator=generator, dtype=dtype)
-    gradient = torch.randn(numel, generator=generator, dtype=dtype)
-    accumulated = residual + alpha * gradient
-    values, indices = take_topk_(residual, k, torch.Generator().manual_seed(1), add=gradient, alpha=alpha)
-    assert indices.dtype == torch.int32 and values.dtype == dtype and values.numel() == k
-    assert set(indices.tolist()) == set(torch.topk(accumulated.abs(), k).indices.tolist())
-    assert torch.equal(values, accumulated[indices.long()])
-    assert torch.count_nonzero(residual[indices.long()]) == 0
-    rest = torch.ones(numel, dtype=torch.bool)
-    rest[indices.long()] = False
-    assert torch.equal(residual[rest], accumulated[rest])
 
 
 def test_fit_line_recovers_alpha_beta_and_clamps():

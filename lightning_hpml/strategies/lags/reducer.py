@@ -245,9 +245,10 @@ class LayerwiseSparseReducer:
         # A one-tensor group reads its gradient where autograd left it (copied only if sent dense): the big layers,
         # most of the bytes, then skip a full copy per step.
         alone = len(group.params) == 1 and param.grad.is_contiguous()
-        flat_slice = group.flat[group.offsets[member] : group.offsets[member] + param.numel()]
-        if not alone and param.grad.data_ptr() != flat_slice.data_ptr():  # else still the view given by finish()
-            flat_slice.copy_(param.grad.reshape(-1))
+        if not alone:
+            flat_slice = group.flat[group.offsets[member] : group.offsets[member] + param.numel()]
+            if param.grad.data_ptr() != flat_slice.data_ptr():  # else .grad is still the view given by finish()
+                flat_slice.copy_(param.grad.reshape(-1))
         if len(self._ready[group.index]) == len(group.params):
             self._ready_at[group.index] = now
             self._launch(group, now, param.grad.view(-1) if alone else group.flat)
@@ -278,9 +279,7 @@ class LayerwiseSparseReducer:
         else:
             k = num_selected(group.numel, density)
             with self._accumulate(group, gradient) as residual:
-                values, indices = take_topk_(
-                    residual, k, self._generator, self._scratch_for(group.numel), gradient, 1.0 / self.grad_scale
-                )
+                values, indices = take_topk_(residual, k, self._generator, self._scratch_for(group.numel))
                 if self.sparse_value_dtype != torch.float32:  # round for the wire; the rounding error stays behind
                     sent = values.to(self.sparse_value_dtype)
                     residual.index_copy_(0, indices.long(), values - sent.to(values.dtype))
@@ -297,7 +296,6 @@ class LayerwiseSparseReducer:
 
     def _launch_quantized(self, group: GradientGroup, now: float, gradient: Tensor) -> _Exchange:
         with self._accumulate(group, gradient) as residual:
-            residual.add_(gradient, alpha=1.0 / self.grad_scale)
             members = len(group.params)
             message = quantize_(residual, group.member_index(), members, self.dense_below_bits, self.grad_scale)
         gathered = message.new_empty(self.world_size * message.numel())
@@ -306,14 +304,16 @@ class LayerwiseSparseReducer:
 
     @contextlib.contextmanager
     def _accumulate(self, group: GradientGroup, gradient: Tensor) -> Iterator[Tensor]:
-        """Yield the residual for the caller to add ``gradient / grad_scale`` to (``.grad`` holds the loss scale
-        times the gradient; the residual stays in gradient units) and take what it sends from; on an AMP-overflowed
-        step (non-finite: the scaler will skip it) the old residual is put back afterwards."""
+        """Yield ``residual + gradient`` (in place in the residual, gradient units) for the caller to take what it
+        sends from; on an AMP-overflowed step (non-finite, the scaler will skip it) the old residual is put back."""
+        scale = self.grad_scale  # .grad holds scale * gradient; the residual stays in gradient units
         residual = group.residual
-        previous = residual.clone() if self.grad_scale != 1.0 else None
+        previous = residual.clone() if scale != 1.0 else None
+        residual.add_(gradient, alpha=1.0 / scale)
+        finite = previous is None or bool(torch.isfinite(residual).all())
         yield residual
         group.has_residual = True
-        if previous is not None and not bool(torch.isfinite(gradient).all()):
+        if not finite:
             residual.copy_(previous)
 
     def _scratch_for(self, numel: int) -> Tensor:
