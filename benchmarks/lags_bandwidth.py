@@ -29,7 +29,15 @@ seconds per step). Rank 0 reads the namespace's ``lo`` transmit counter (``/proc
 loop; divided by iterations and processes that is the bytes each rank put on the wire per iteration, TCP/IP
 headers and barriers included. The LAGS reducer's own estimate (``bytes_sent``) is reported next to it. ``CPU ms``
 is rank 0's process CPU time (all threads) per iteration: with one core per rank, what a method adds there comes
-out of the compute, wherever its communication hides.
+out of the compute, wherever its communication hides. The JSON also has the main thread's share and the minor page
+faults per iteration.
+
+glibc's allocator hands large freed blocks back to the kernel, so every step faults the next step's tensors in
+again: 13-22 thousand minor faults and 40-70 ms of kernel time per CNN step on this project's VM, for every method,
+varying from run to run by more than the differences being measured. The ranks therefore run with
+``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296`` (freed memory stays
+in the process; PyTorch's CPU tuning guide recommends a caching allocator for the same reason), under 500 faults per
+step; ``--no-keep-freed-memory`` runs with glibc's defaults.
 
 Creating namespaces needs root; ``--no-netns`` runs only ``unthrottled`` on the host loopback (its counter then
 includes any other local traffic). Absolute times only mean something on the machine that produced them.
@@ -47,6 +55,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -72,6 +81,8 @@ from lightning_hpml.strategies.lags.cost_model import all_gather_single
 from lightning_hpml.strategies.lags.topk import add_gathered_sparse, pack_sparse
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: glibc malloc settings that keep freed blocks in the process instead of unmapping them (see the module docstring).
+KEEP_FREED_MEMORY = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"
 METHODS = ("compute_only", "dense_ddp", "powersgd", "topk_global", "lags_fixed", "lags_adaptive")
 MODELS = ("cnn", "transformer")
 LR, MOMENTUM = 0.01, 0.9
@@ -331,6 +342,7 @@ class Timed:
         steps = max(min(args.steps, args.min_steps), min(args.steps, math.floor(args.time_budget_s / float(slowest))))
         self.steps_per_round = math.ceil(steps / args.rounds)
         self.elapsed_s, self.cpu_s, self.tx_bytes, self.times, self.stats = 0.0, 0.0, 0, [], []
+        self.main_cpu_s, self.minor_faults = 0.0, 0
 
     def run_chunk(self) -> None:
         """``steps_per_round`` iterations between barriers; rank 0's wall time and ``lo`` bytes are accumulated."""
@@ -338,6 +350,7 @@ class Timed:
         dist.barrier()
         tx_before = lo_tx_bytes()
         started, cpu_started = time.perf_counter(), time.process_time()
+        main_started, faults_before = time.thread_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for i in range(self.steps_per_round):
             step_started = time.perf_counter()
             step_stats = self.method.step(self.inputs, self.target)
@@ -345,6 +358,8 @@ class Timed:
             if step_stats is not None:
                 self.stats.append(step_stats)
         self.cpu_s += time.process_time() - cpu_started
+        self.main_cpu_s += time.thread_time() - main_started
+        self.minor_faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
         dist.barrier()
         self.elapsed_s += time.perf_counter() - started
         self.tx_bytes += lo_tx_bytes() - tx_before
@@ -367,6 +382,8 @@ class Timed:
             # CPU time of this rank's process (every thread: compute, Gloo, ...) per iteration: on a machine with as
             # many cores as ranks, whatever a method adds here comes out of the compute.
             "cpu_s_per_iter": self.cpu_s / steps,
+            "main_thread_cpu_s_per_iter": self.main_cpu_s / steps,  # the training loop's thread: hooks included
+            "minor_faults_per_iter": self.minor_faults / steps,
             "wire_bytes_per_rank_per_iter": self.tx_bytes / steps / dist.get_world_size(),
             "stats": mean_stats(self.stats),
             **self.method.info(),
@@ -455,6 +472,8 @@ def run_rate(rate: str, args: argparse.Namespace, argv: list[str]) -> dict[str, 
     """Measure every model and method at one rate in a fresh namespace (or on the host with ``--no-netns``)."""
     rate_mbit = None if rate == "unthrottled" else float(rate)
     env = {**os.environ, "TORCH_CPP_LOG_LEVEL": os.environ.get("TORCH_CPP_LOG_LEVEL", "ERROR")}  # c10d hostname noise
+    if args.keep_freed_memory:
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), KEEP_FREED_MEMORY]))
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "records.json"
         inner = [
@@ -603,6 +622,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--powersgd-rank", type=int, default=1, help="PowerSGD matrix approximation rank")
     parser.add_argument("--mtu", type=int, default=9000, help="loopback MTU inside the namespaces")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-keep-freed-memory",
+        dest="keep_freed_memory",
+        action="store_false",
+        help="run the ranks with glibc's default allocator settings (freed blocks go back to the kernel)",
+    )
     parser.add_argument("--no-netns", dest="netns", action="store_false", help="host loopback, unthrottled only")
     parser.add_argument("--quick", action="store_true", help="tiny models, 2 timed steps, 2 profile steps (tests)")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR, help="where the JSON and .md go")
@@ -658,7 +683,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         f"[{args.density_min}, {args.density_max}], density warm-up {args.lags_density_warmup_steps} steps (untimed), dense below "
         f"{args.lags_dense_below} elements at {args.lags_dense_below_bits} bits in groups of "
         f"{args.group_threshold if args.lags_dense_group_threshold is None else args.lags_dense_group_threshold}, "
-        f"{args.lags_sparse_values} values"
+        f"{args.lags_sparse_values} values; "
+        + ("freed memory kept (GLIBC_TUNABLES)" if args.keep_freed_memory else "glibc allocator defaults")
     )
     print_table(header, rows, caption)
     output = reserve_result_path(args.output_dir, "lags_bandwidth")

@@ -37,6 +37,17 @@ def test_topk_prefilter_falls_back_when_too_few_candidates_pass():
     assert sorted(indices.tolist()) == list(range(50))
 
 
+def test_candidate_indices_through_numpy_match_torch_nonzero():
+    from lightning_hpml.strategies.lags.topk import _indices_at_least
+
+    magnitude = torch.randn(100_003, generator=torch.Generator().manual_seed(3)).abs()
+    magnitude[::7] = 1.25  # ties at the threshold count as candidates
+    for threshold in (1.25, 0.5, float(magnitude[5]), 10.0):
+        found = _indices_at_least(magnitude, threshold)
+        assert found.dtype == torch.int64
+        assert torch.equal(found, (magnitude >= threshold).nonzero().squeeze(1))
+
+
 def test_num_selected_rounds_up_and_validates():
     assert num_selected(1000, 0.001) == 1
     assert num_selected(1001, 0.001) == 2
@@ -234,10 +245,10 @@ def test_quantized_exchange_sums_every_rank_and_keeps_the_error_as_residual(bits
     generator = torch.Generator().manual_seed(0)
     accumulated = [torch.randn(65, generator=generator) * magnitudes for _ in range(3)]
     residuals = [a.clone() for a in accumulated]
-    messages = [quantize_(r, member_index, 4, bits) for r in residuals]
+    messages = [quantize_(r, sizes.tolist(), bits) for r in residuals]
     assert all(m.dtype == torch.float32 and m.numel() == message_words(65, 4, bits) for m in messages)
     assert message_words(65, 4, bits) == 4 + (17 if bits == 8 else 3)
-    out = add_gathered_quantized(torch.zeros(65), torch.cat(messages), 3, member_index, 4, bits, alpha=1 / 3)
+    out = add_gathered_quantized(torch.zeros(65), torch.cat(messages), 3, sizes.tolist(), bits, alpha=1 / 3)
     sent = sum(a - r for a, r in zip(accumulated, residuals, strict=True)) / 3
     torch.testing.assert_close(out, sent, rtol=0, atol=1e-5)  # error feedback: sent + residual == accumulated
     for a, r in zip(accumulated, residuals, strict=True):
@@ -249,7 +260,7 @@ def test_quantized_exchange_sums_every_rank_and_keeps_the_error_as_residual(bits
         assert torch.equal(first.sign(), accumulated[0].sign())
         assert len(torch.unique(first[:5].abs())) == 1
     with pytest.raises(ValueError, match="supports"):
-        quantize_(torch.zeros(5), torch.zeros(5, dtype=torch.long), 1, bits=4)
+        quantize_(torch.zeros(5), [5], bits=4)
 
 
 def test_byte_rule_counts_the_value_width():

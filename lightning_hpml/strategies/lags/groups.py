@@ -28,7 +28,6 @@ class GradientGroup:
     has_residual: bool = False
     #: Exchanged dense at every step (every member is smaller than the reducer's ``dense_below``).
     always_dense: bool = False
-    _member_index: Tensor | None = field(default=None, repr=False)
 
     @property
     def numel(self) -> int:
@@ -39,12 +38,10 @@ class GradientGroup:
         for name, param, start in zip(self.names, self.params, self.offsets, strict=True):
             yield name, param, self.flat[start : start + param.numel()]
 
-    def member_index(self) -> Tensor:
-        """The member (position in ``params``) each element of ``flat`` belongs to, int64, cached."""
-        if self._member_index is None:
-            sizes = torch.tensor([p.numel() for p in self.params], device=self.flat.device)
-            self._member_index = torch.repeat_interleave(torch.arange(len(self.params), device=self.flat.device), sizes)
-        return self._member_index
+    @property
+    def sizes(self) -> list[int]:
+        """Elements of each member, in order."""
+        return [param.numel() for param in self.params]
 
     def residual_slice(self, member: int) -> Tensor:
         start = self.offsets[member]

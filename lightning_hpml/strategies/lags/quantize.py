@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -40,8 +41,9 @@ def message_words(numel: int, members: int, bits: int) -> int:
     return members + math.ceil(math.ceil(numel * bits / 8) / 4)
 
 
-def quantize_(accumulated: Tensor, member_index: Tensor, members: int, bits: int, scale_factor: float = 1.0) -> Tensor:
-    """Quantise ``accumulated`` (fp32) per member, leave the error in it (the new residual), return the message.
+def quantize_(accumulated: Tensor, sizes: Sequence[int], bits: int, scale_factor: float = 1.0) -> Tensor:
+    """Quantise ``accumulated`` (fp32; members of ``sizes`` elements back to back) per member, leave the error in it
+    (the new residual), return the message.
 
     ``scale_factor`` multiplies the scales on the wire only (the AMP loss scale: the residual stays in gradient
     units while the receivers get ``scale_factor`` times the gradient, as the other exchanges deliver).
@@ -49,29 +51,29 @@ def quantize_(accumulated: Tensor, member_index: Tensor, members: int, bits: int
     _check_bits(bits)
     magnitude = accumulated.abs()
     if bits == 8:
-        scales = magnitude.new_zeros(members).scatter_reduce_(0, member_index, magnitude, "amax") / 127.0
-        per_entry = scales.index_select(0, member_index)
+        scales = _per_member(magnitude, sizes, "amax") / 127.0
+        per_entry = _per_entry(scales, sizes)
         q = torch.div(accumulated, per_entry.clamp_min(torch.finfo(torch.float32).tiny)).round_().clamp_(-127, 127)
         accumulated.sub_(q * per_entry)
         payload = q.to(torch.int8).view(torch.uint8)
     else:
-        scales = magnitude.new_zeros(members).scatter_reduce_(0, member_index, magnitude, "mean", include_self=False)
+        scales = _per_member(magnitude, sizes, "mean")
         positive = accumulated >= 0
-        per_entry = scales.index_select(0, member_index)
+        per_entry = _per_entry(scales, sizes)
         accumulated.sub_(torch.where(positive, per_entry, -per_entry))
         payload = _pack_bits(positive)
     wire_scales = (scales * scale_factor).float().view(torch.uint8)
     raw = torch.cat([wire_scales, payload])
-    words = message_words(accumulated.numel(), members, bits)
+    words = message_words(accumulated.numel(), len(sizes), bits)
     return torch.cat([raw, raw.new_zeros(4 * words - raw.numel())]).view(torch.float32)
 
 
 def add_gathered_quantized(
-    out: Tensor, gathered: Tensor, world_size: int, member_index: Tensor, members: int, bits: int, alpha: float = 1.0
+    out: Tensor, gathered: Tensor, world_size: int, sizes: Sequence[int], bits: int, alpha: float = 1.0
 ) -> Tensor:
     """Add ``alpha`` times every rank's dequantised message (``gathered``: the messages back to back) into ``out``."""
     _check_bits(bits)
-    numel = out.numel()
+    numel, members = out.numel(), len(sizes)
     raw = gathered.view(world_size, -1).view(torch.uint8)
     for row in raw:
         scales = row[: 4 * members].contiguous().view(torch.float32)
@@ -80,8 +82,21 @@ def add_gathered_quantized(
             q = payload[:numel].view(torch.int8).to(out.dtype)
         else:
             q = _unpack_bits(payload, numel).to(out.dtype).mul_(2).sub_(1)
-        out.addcmul_(q, scales.index_select(0, member_index).to(out.dtype), value=alpha)
+        out.addcmul_(q, _per_entry(scales.to(out.dtype), sizes), value=alpha)
     return out
+
+
+def _per_member(values: Tensor, sizes: Sequence[int], reduce: str) -> Tensor:
+    """``reduce`` (``"amax"`` or ``"mean"``) of each member's slice. A loop over the slices: a group has a handful
+    of members, and ``scatter_reduce_`` over a per-entry member index took twice as long (0.12 ms against 0.06 ms
+    for 78k entries in 5 members on one thread)."""
+    parts = values.split(list(sizes))
+    return torch.stack([getattr(part, reduce)() if part.numel() else part.new_zeros(()) for part in parts])
+
+
+def _per_entry(scales: Tensor, sizes: Sequence[int]) -> Tensor:
+    """Each member's scale repeated over its entries (a third of ``index_select``'s time for 78k entries)."""
+    return torch.cat([scale.expand(size) for scale, size in zip(scales, sizes, strict=True)])
 
 
 def _check_bits(bits: int) -> None:

@@ -296,8 +296,7 @@ class LayerwiseSparseReducer:
 
     def _launch_quantized(self, group: GradientGroup, now: float, gradient: Tensor) -> _Exchange:
         with self._accumulate(group, gradient) as residual:
-            members = len(group.params)
-            message = quantize_(residual, group.member_index(), members, self.dense_below_bits, self.grad_scale)
+            message = quantize_(residual, group.sizes, self.dense_below_bits, self.grad_scale)
         gathered = message.new_empty(self.world_size * message.numel())
         work = all_gather_single(gathered, message, group=self.process_group, async_op=True)
         return _Exchange(group, work, now, k=None, gathered=gathered, bits=self.dense_below_bits)
@@ -370,15 +369,8 @@ class LayerwiseSparseReducer:
         group = exchange.group
         alpha = 1.0 / self.world_size
         if exchange.bits is not None:
-            members = len(group.params)
             add_gathered_quantized(
-                group.flat.zero_(),
-                exchange.gathered,
-                self.world_size,
-                group.member_index(),
-                members,
-                exchange.bits,
-                alpha,
+                group.flat.zero_(), exchange.gathered, self.world_size, group.sizes, exchange.bits, alpha
             )
         elif exchange.k is None:
             group.flat.div_(self.world_size)
