@@ -42,10 +42,11 @@ def test_candidate_indices_through_numpy_match_torch_nonzero():
 
     magnitude = torch.randn(100_003, generator=torch.Generator().manual_seed(3)).abs()
     magnitude[::7] = 1.25  # ties at the threshold count as candidates
-    for threshold in (1.25, 0.5, float(magnitude[5]), 10.0):
-        found = _indices_at_least(magnitude, threshold)
-        assert found.dtype == torch.int64
-        assert torch.equal(found, (magnitude >= threshold).nonzero().squeeze(1))
+    for values in (magnitude, magnitude.to(torch.bfloat16), magnitude.double()):
+        for threshold in (1.25, 0.5, float(values[5]), 10.0):
+            found = _indices_at_least(values, threshold)
+            assert found.dtype == torch.int64
+            assert torch.equal(found, (values >= threshold).nonzero().squeeze(1))
 
 
 def test_num_selected_rounds_up_and_validates():

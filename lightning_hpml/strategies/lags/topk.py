@@ -84,11 +84,12 @@ def _topk_indices(magnitude: Tensor, k: int, generator: torch.Generator | None) 
 
 
 def _indices_at_least(values: Tensor, threshold: float) -> Tensor:
-    """Ascending indices of the entries ``>= threshold``. On CPU NumPy finds the same indices as
-    ``torch.nonzero`` about 25x faster (1.3M entries on this project's one-thread VM: 0.16 ms against 4.5 ms for
-    torch's compare and nonzero), the largest CPU cost of a layer's selection; the comparison is in fp32 in both."""
-    if values.device.type == "cpu":
-        return torch.from_numpy(np.flatnonzero(values.numpy() >= np.float32(threshold)))
+    """Ascending indices of the entries ``>= threshold`` (one of ``values``' entries, so the comparison is exact in
+    any precision). On CPU NumPy finds the same indices as ``torch.nonzero`` in half the time (one thread on this
+    project's VM, 1.3M entries of a top-k residual, 6 % passing: 1.9-2.2 ms against 4.2 ms), the largest single
+    cost of a layer's selection."""
+    if values.device.type == "cpu" and values.dtype != torch.bfloat16:  # NumPy has no bfloat16
+        return torch.from_numpy(np.flatnonzero(values.numpy() >= threshold))
     return (values >= threshold).nonzero().squeeze(1)
 
 
