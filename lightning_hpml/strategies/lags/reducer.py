@@ -76,8 +76,9 @@ class ExchangeStats:
     """What one optimizer step's gradient exchange cost on this rank.
 
     ``bytes_sent`` follows the ring algorithms (allgather: ``(P-1) * message``; allreduce: ``2(P-1)/P * bytes``).
-    ``comm_hidden_s`` is the time exchanges were in flight before backward ended, ``comm_exposed_s`` the time the
-    optimizer step waited for them afterwards.
+    ``comm_hidden_s`` is the time exchanges were in flight before backward ended, ``comm_exposed_s`` the time
+    :meth:`LayerwiseSparseReducer.finish` blocked on them afterwards (writing back the groups already done is not
+    counted: it overlaps the wait for the others).
     """
 
     bytes_sent: float = 0.0
@@ -343,7 +344,11 @@ class LayerwiseSparseReducer:
                 f"parameters {missing} received no gradient in this step; LAGS exchanges every trainable parameter "
                 "each step (as DDP without find_unused_parameters). Freeze them (requires_grad=False) or use them."
             )
+        # In launch order: each group is averaged into .grad while the later ones are still in flight, so the
+        # write-back overlaps the wait for the last groups instead of following it.
+        waited = 0.0
         for exchange in self._exchanges:
+            wait_started = time.perf_counter()
             try:
                 exchange.work.wait()
             except Exception as error:
@@ -353,10 +358,10 @@ class LayerwiseSparseReducer:
                     f"({exchange.group.names[0]}...) failed at step {self.step}; another rank probably raised or "
                     f"died. Cause: {error}"
                 ) from error
-        waited_until = time.perf_counter()
-        for exchange in self._exchanges:
+            waited += time.perf_counter() - wait_started
+            exchange.done_at = exchange.done_at or time.perf_counter()
             self._write_gradients(exchange)
-        stats = self._stats(finish_at, waited_until)
+        stats = self._stats(finish_at, waited)
         self._profile_and_plan(finish_at)
         self.step += 1
         self.last_stats = stats
@@ -384,9 +389,9 @@ class LayerwiseSparseReducer:
             else:
                 param.grad.copy_(flat_slice.view_as(param.grad))
 
-    def _stats(self, finish_at: float, waited_until: float) -> ExchangeStats:
+    def _stats(self, finish_at: float, waited: float) -> ExchangeStats:
         world = self.world_size
-        stats = ExchangeStats(groups=len(self.groups), comm_exposed_s=waited_until - finish_at)
+        stats = ExchangeStats(groups=len(self.groups), comm_exposed_s=waited)
         sent_elements = 0
         for exchange in self._exchanges:
             numel = exchange.group.numel
@@ -404,9 +409,7 @@ class LayerwiseSparseReducer:
                 stats.bytes_sent += (world - 1) * self.bytes_per_selected * exchange.k
                 sent_elements += exchange.k
         stats.density = sent_elements / sum(group.numel for group in self.groups)
-        stats.comm_hidden_s = _union_length(
-            [(ex.launched_at, min(ex.done_at or waited_until, finish_at)) for ex in self._exchanges]
-        )
+        stats.comm_hidden_s = _union_length([(ex.launched_at, min(ex.done_at, finish_at)) for ex in self._exchanges])
         return stats
 
     def _reset_step(self) -> None:
