@@ -34,13 +34,16 @@ def test_quick_run_reports_every_method(tmp_path):
     assert output.with_suffix(".md").is_file()
     payload = json.loads(output.read_text())
     assert payload["machine"]["world_size"] == 2
+    assert payload["settings"]["keep_freed_memory"] is True
     (result,) = payload["results"]
     assert result["rate"] == "unthrottled"
     records = {(r["model"], r["method"]): r for r in result["records"]}
     assert set(records) == {(model, method) for model in ("cnn", "transformer") for method in METHODS}
     for (model, method), record in records.items():
-        for key in ("iter_s_mean", "iter_s_median", "cpu_s_per_iter"):
+        for key in ("iter_s_mean", "iter_s_median", "cpu_s_per_iter", "main_thread_cpu_s_per_iter"):
             assert math.isfinite(record[key]) and record[key] > 0, (model, method, key, record[key])
+        assert record["main_thread_cpu_s_per_iter"] <= record["cpu_s_per_iter"] + 1e-3  # one thread of the process
+        assert record["minor_faults_per_iter"] >= 0
         assert record["steps"] == 2
     for model in ("cnn", "transformer"):
         dense = records[model, "dense_ddp"]["wire_bytes_per_rank_per_iter"]
