@@ -33,8 +33,9 @@ out of the compute, wherever its communication hides. The JSON also has the main
 faults per iteration.
 
 glibc's allocator hands large freed blocks back to the kernel, so every step faults the next step's tensors in
-again: 13-22 thousand minor faults and 40-70 ms of kernel time per CNN step on this project's VM, for every method,
-varying from run to run by more than the differences being measured. The ranks therefore run with
+again: on this project's VM 4,300-6,900 minor faults per CNN step here (more for LAGS than for the others), 13-22
+thousand and 40-70 ms of kernel time in a one-model script, varying from run to run by more than the differences
+being measured. The ranks therefore run with
 ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296`` (freed memory stays
 in the process; PyTorch's CPU tuning guide recommends a caching allocator for the same reason), under 500 faults per
 step; ``--no-keep-freed-memory`` runs with glibc's defaults.
