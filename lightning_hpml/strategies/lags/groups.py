@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -38,9 +39,9 @@ class GradientGroup:
         for name, param, start in zip(self.names, self.params, self.offsets, strict=True):
             yield name, param, self.flat[start : start + param.numel()]
 
-    @property
+    @functools.cached_property
     def sizes(self) -> list[int]:
-        """Elements of each member, in order."""
+        """Elements of each member, in order (read by every quantised exchange, so computed once)."""
         return [param.numel() for param in self.params]
 
     def residual_slice(self, member: int) -> Tensor:
