@@ -343,6 +343,7 @@ class Timed:
         steps = max(min(args.steps, args.min_steps), min(args.steps, math.floor(args.time_budget_s / float(slowest))))
         self.steps_per_round = math.ceil(steps / args.rounds)
         self.elapsed_s, self.cpu_s, self.tx_bytes, self.times, self.stats = 0.0, 0.0, 0, [], []
+        self.round_means: list[float] = []  # rank 0's wall time per iteration in each round
         self.main_cpu_s, self.minor_faults = 0.0, 0
 
     def run_chunk(self) -> None:
@@ -363,6 +364,7 @@ class Timed:
         self.minor_faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
         dist.barrier()
         self.elapsed_s += time.perf_counter() - started
+        self.round_means.append((time.perf_counter() - started) / self.steps_per_round)
         self.tx_bytes += lo_tx_bytes() - tx_before
         dist.all_reduce(times, op=dist.ReduceOp.MAX)  # an iteration lasts as long as its slowest rank
         self.times += times.tolist()
@@ -380,6 +382,7 @@ class Timed:
             "iter_s_median": statistics.median(self.times),
             "iter_s_min": min(self.times),
             "iter_s_all": self.times,
+            "iter_s_rounds": self.round_means,
             # CPU time of this rank's process (every thread: compute, Gloo, ...) per iteration: on a machine with as
             # many cores as ranks, whatever a method adds here comes out of the compute.
             "cpu_s_per_iter": self.cpu_s / steps,
@@ -496,6 +499,7 @@ def run_rate(rate: str, args: argparse.Namespace, argv: list[str]) -> dict[str, 
         records = json.loads(output.read_text(encoding="utf-8"))
     add_ratios(records)
     return {
+        "paired": paired_differences(records),
         "rate": rate,
         "rate_mbit": rate_mbit,
         "network": "netns loopback" if args.netns else "host loopback",
@@ -522,6 +526,57 @@ def add_ratios(records: list[dict[str, Any]]) -> None:
         compute = by_key.get((record["model"], "compute_only"))
         record["speedup_vs_dense_ddp"] = dense["iter_s_mean"] / record["iter_s_mean"] if dense else None
         record["slowdown_vs_compute_only"] = record["iter_s_mean"] / compute["iter_s_mean"] if compute else None
+
+
+#: The LAGS methods and the baselines they are compared with round by round.
+PAIRED = [
+    (lags, other) for lags in ("lags_fixed", "lags_adaptive") for other in ("powersgd", "topk_global", "dense_ddp")
+]
+
+
+def paired_differences(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """LAGS minus each baseline, per iteration, from the rounds in which both ran back to back: the machine's speed
+    drifts by more than some of the differences over a run (this VM: 10 %), and pairing by round cancels the drift.
+    The 95 % interval is Student's t over the rounds (none with a single round)."""
+    from scipy import stats
+
+    by_key = {(r["model"], r["method"]): r for r in records}
+    compared = []
+    for model in dict.fromkeys(r["model"] for r in records):
+        for lags, other in PAIRED:
+            if (model, lags) not in by_key or (model, other) not in by_key:
+                continue
+            lags_rounds, other_rounds = by_key[model, lags]["iter_s_rounds"], by_key[model, other]["iter_s_rounds"]
+            diffs = [a - b for a, b in zip(lags_rounds, other_rounds, strict=True)]
+            mean, interval = statistics.fmean(diffs), None
+            if len(diffs) > 1:
+                half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+                interval = [mean - half, mean + half]
+            compared.append(
+                {
+                    "model": model,
+                    "method": lags,
+                    "baseline": other,
+                    "rounds": len(diffs),
+                    "diff_s_mean": mean,
+                    "diff_s_ci95": interval,
+                    "faster_in_rounds": sum(d < 0 for d in diffs),
+                }
+            )
+    return compared
+
+
+def paired_lines(results: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for result in results:
+        for c in result["paired"]:
+            interval = c["diff_s_ci95"]
+            spread = "" if interval is None else f" (95 % CI {interval[0] * 1e3:+.1f} to {interval[1] * 1e3:+.1f})"
+            lines.append(
+                f"{rate_label(result['rate'])}, {c['model']}: {c['method']} - {c['baseline']} = "
+                f"{c['diff_s_mean'] * 1e3:+.1f} ms/iter{spread}, faster in {c['faster_in_rounds']}/{c['rounds']} rounds"
+            )
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------------ output
@@ -688,6 +743,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         + ("freed memory kept (GLIBC_TUNABLES)" if args.keep_freed_memory else "glibc allocator defaults")
     )
     print_table(header, rows, caption)
+    paired = paired_lines(results)
+    print("\n".join(["LAGS minus baseline, paired by interleaved round:", *paired]) if paired else "", file=sys.stderr)
     output = reserve_result_path(args.output_dir, "lags_bandwidth")
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     payload = {
@@ -700,7 +757,12 @@ def main(argv: list[str] | None = None) -> Path | None:
         "results": results,
     }
     output.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    output.with_suffix(".md").write_text(f"{caption}\n\n{markdown_table(header, rows)}", encoding="utf-8")
+    paired_md = "".join(f"- {line}\n" for line in paired)
+    output.with_suffix(".md").write_text(
+        f"{caption}\n\n{markdown_table(header, rows)}"
+        + (f"\nLAGS minus baseline, paired by round:\n\n{paired_md}" if paired else ""),
+        encoding="utf-8",
+    )
     print(f"wrote {output} and {output.with_suffix('.md').name}", file=sys.stderr)
     return output
 

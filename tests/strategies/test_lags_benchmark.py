@@ -45,6 +45,18 @@ def test_quick_run_reports_every_method(tmp_path):
         assert record["main_thread_cpu_s_per_iter"] <= record["cpu_s_per_iter"] + 1e-3  # one thread of the process
         assert record["minor_faults_per_iter"] >= 0
         assert record["steps"] == 2
+        assert len(record["iter_s_rounds"]) == payload["settings"]["rounds"]
+    paired = {(c["model"], c["method"], c["baseline"]): c for c in result["paired"]}
+    lags_methods, baselines = ("lags_fixed", "lags_adaptive"), ("powersgd", "topk_global", "dense_ddp")
+    assert set(paired) == {(m, lags, b) for m in ("cnn", "transformer") for lags in lags_methods for b in baselines}
+    for (model, method, baseline), compared in paired.items():
+        rounds = records[model, method]["iter_s_rounds"], records[model, baseline]["iter_s_rounds"]
+        expected = sum(a - b for a, b in zip(*rounds, strict=True)) / len(rounds[0])
+        assert math.isclose(compared["diff_s_mean"], expected, rel_tol=1e-9, abs_tol=1e-12)
+        low, high = compared["diff_s_ci95"]
+        assert low <= compared["diff_s_mean"] <= high
+        assert compared["faster_in_rounds"] == sum(a < b for a, b in zip(*rounds, strict=True))
+    assert "paired by round" in output.with_suffix(".md").read_text()
     for model in ("cnn", "transformer"):
         dense = records[model, "dense_ddp"]["wire_bytes_per_rank_per_iter"]
         assert records[model, "dense_ddp"]["speedup_vs_dense_ddp"] == 1.0

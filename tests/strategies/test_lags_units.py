@@ -49,6 +49,43 @@ def test_candidate_indices_through_numpy_match_torch_nonzero():
             assert torch.equal(found, (values >= threshold).nonzero().squeeze(1))
 
 
+@pytest.mark.parametrize("numel", [1000, 200_000])  # whole-tensor selection, and through the sampled pre-filter
+def test_topk_on_cpu_is_ascending_and_breaks_ties_toward_lower_indices(numel):
+    from lightning_hpml.strategies.lags.topk import take_topk_
+
+    accumulated = torch.randn(numel, generator=torch.Generator().manual_seed(5)) * 0.1
+    accumulated[3::97] = -0.75  # ~numel/97 entries tie at the k-th magnitude; only the first few fit
+    above = int((accumulated.abs() > 0.75).sum())
+    ties = torch.nonzero(accumulated.abs() == 0.75).squeeze(1)
+    k = above + len(ties) // 3
+    _, indices = take_topk_(accumulated.clone(), k, torch.Generator().manual_seed(1))
+    chosen = indices.long()
+    assert chosen.numel() == k and bool((chosen[1:] > chosen[:-1]).all())
+    assert torch.equal(chosen[torch.isin(chosen, ties)], ties[: k - above])
+
+
+def test_topk_with_nans_still_sends_exactly_k():
+    from lightning_hpml.strategies.lags.topk import take_topk_
+
+    accumulated = torch.randn(100_000, generator=torch.Generator().manual_seed(6))
+    accumulated[::1000] = float("nan")  # an AMP-overflowed step: the scaler skips it, the exchange must still match
+    values, indices = take_topk_(accumulated, 500, torch.Generator().manual_seed(1))
+    assert values.numel() == indices.numel() == 500
+
+
+def test_topk_rounds_values_for_the_wire_and_keeps_the_error():
+    from lightning_hpml.strategies.lags.topk import take_topk_
+
+    original = torch.randn(100_000, generator=torch.Generator().manual_seed(7))
+    residual = original.clone()
+    values, indices = take_topk_(residual, 5000, torch.Generator().manual_seed(1), value_dtype=torch.bfloat16)
+    assert values.dtype == torch.bfloat16
+    chosen = indices.long()
+    assert torch.equal(residual[chosen] + values.float(), original[chosen])  # exact: the error is representable
+    untouched = torch.ones_like(original, dtype=torch.bool).index_fill_(0, chosen, False)
+    assert torch.equal(residual[untouched], original[untouched])
+
+
 def test_num_selected_rounds_up_and_validates():
     assert num_selected(1000, 0.001) == 1
     assert num_selected(1001, 0.001) == 2

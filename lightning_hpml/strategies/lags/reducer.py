@@ -280,11 +280,9 @@ class LayerwiseSparseReducer:
         else:
             k = num_selected(group.numel, density)
             with self._accumulate(group, gradient) as residual:
-                values, indices = take_topk_(residual, k, self._generator, self._scratch_for(group.numel))
-                if self.sparse_value_dtype != torch.float32:  # round for the wire; the rounding error stays behind
-                    sent = values.to(self.sparse_value_dtype)
-                    residual.index_copy_(0, indices.long(), values - sent.to(values.dtype))
-                    values = sent
+                values, indices = take_topk_(
+                    residual, k, self._generator, self._scratch_for(group.numel), self.sparse_value_dtype
+                )
                 if self.grad_scale != 1.0:
                     values = values * self.grad_scale  # AMP scales are powers of two: exact in bf16 too
             message = pack_sparse(values, indices)
