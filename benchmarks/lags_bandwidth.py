@@ -30,7 +30,10 @@ loop; divided by iterations and processes that is the bytes each rank put on the
 headers and barriers included. The LAGS reducer's own estimate (``bytes_sent``) is reported next to it. ``CPU ms``
 is rank 0's process CPU time (all threads) per iteration: with one core per rank, what a method adds there comes
 out of the compute, wherever its communication hides. The JSON also has the main thread's share and the minor page
-faults per iteration.
+faults per iteration. The methods take turns in ``--rounds`` interleaved rounds; each LAGS method is compared with
+each baseline round by round (``paired`` in the JSON, a list under the table: mean difference per iteration, 95 %
+Student-t interval over the rounds, rounds in which LAGS was faster), since the machine's speed drifts between rounds
+by more than some of the differences.
 
 glibc's allocator hands large freed blocks back to the kernel, so every step faults the next step's tensors in
 again: on this project's VM 4,300-6,900 minor faults per CNN step here (more for LAGS than for the others), 13-22

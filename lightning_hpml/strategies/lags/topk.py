@@ -49,15 +49,16 @@ def take_topk_(
     ``eps = a - TopK(a)``). With ``value_dtype`` (e.g. bf16 for the wire) the values come back rounded to it and
     the rounding error stays in ``accumulated``.
 
-    The selection is exact. On CPU the indices come back in ascending order (so gathering, zeroing and the
-    receivers' scatter-add walk memory forwards) and ties at the k-th magnitude go to the lower indices; on other
-    devices ``torch.topk`` decides both. For large tensors a threshold estimated from a random sample (``generator``, so the
-    training RNG is untouched) first keeps slightly more than ``k`` candidates (:func:`_indices_at_least`) and the
-    selection runs on those only; if fewer than ``k`` pass, it runs on the whole tensor. ``scratch`` (fp32, at least
-    ``accumulated``'s size) receives the magnitudes, so no large buffer is allocated per call. On one CPU thread
-    (this project's VM, 2026-12-01) the whole call takes about 4.7 ms for 2.5M elements at k = 25k, 8.5 ms at
-    k = 124k and 4.2 ms for 1.33M at k = 66k (0.3-0.5 ms more with bf16 values); ``torch.topk`` alone 42-52 ms
-    and 16 ms.
+    The selection is exact. For large tensors a threshold estimated from a random sample (``generator``, so the
+    training RNG is untouched) first keeps slightly more than ``k`` candidates (:func:`_indices_at_least`) and
+    ``torch.topk`` runs on those only; if fewer than ``k`` pass, the full ``torch.topk`` runs instead. ``scratch``
+    (fp32, at least ``accumulated``'s size) receives the magnitudes, so no large buffer is allocated per call. On one
+    CPU thread (this project's VM, 2026-12-01) the whole call takes about 4.6 ms for 2.4M elements at k = 24k, 10.9 ms
+    at k = 120k and 5.9 ms for 1.33M at k = 66k; ``torch.topk`` alone 60-64 ms and 28 ms. Ties at the k-th magnitude
+    do occur in training, and ``torch.topk`` breaks them its own way: another selection rule (NumPy's
+    ``argpartition``, 5x faster on the candidates) sends other entries and changes the training trajectory (stereo
+    seed 0, recommended variant: EPE 4.41 instead of 4.26); the convergence results were measured with
+    ``torch.topk``'s choice, so it stays.
     """
     numel = accumulated.numel()
     magnitude = torch.abs(accumulated, out=scratch[:numel]) if scratch is not None else accumulated.abs()
@@ -93,30 +94,9 @@ def _topk_indices(magnitude: Tensor, k: int, generator: torch.Generator | None) 
         threshold = torch.kthvalue(sample, rank).values.item()  # a Python float compares faster than a 0-d tensor
         candidates = _indices_at_least(magnitude, threshold)
         if candidates.numel() >= k:
-            return candidates.index_select(0, _largest(magnitude.index_select(0, candidates), k))
-    return _largest(magnitude, k)
-
-
-def _largest(values: Tensor, k: int) -> Tensor:
-    """Positions of the ``k`` largest of ``values``; on CPU ascending, ties at the k-th value going to the lower ones.
-
-    There NumPy's introselect finds the k-th value and two comparisons pick the entries, 5x faster than
-    ``torch.topk`` (one thread, 88k candidates, k = 66k: 0.27 ms against 1.4 ms). With NaNs (an AMP-overflowed
-    step, which the scaler skips) or off the CPU, ``torch.topk`` decides, still returning exactly ``k``.
-    """
-    numel = values.numel()
-    if k == numel:
-        return torch.arange(numel, device=values.device)
-    if values.device.type == "cpu" and values.dtype != torch.bfloat16:
-        array = values.numpy()
-        kth = np.partition(array, numel - k)[numel - k]
-        chosen = array > kth
-        ties = np.flatnonzero(array == kth)[: k - np.count_nonzero(chosen)]
-        chosen[ties] = True
-        positions = np.flatnonzero(chosen)
-        if positions.size == k:
-            return torch.from_numpy(positions)
-    return torch.topk(values, k, sorted=False).indices
+            _, chosen = torch.topk(magnitude.index_select(0, candidates), k, sorted=False)
+            return candidates.index_select(0, chosen)
+    return torch.topk(magnitude, k, sorted=False).indices
 
 
 def _indices_at_least(values: Tensor, threshold: float) -> Tensor:
