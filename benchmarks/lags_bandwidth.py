@@ -366,8 +366,9 @@ class Timed:
         self.main_cpu_s += time.thread_time() - main_started
         self.minor_faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
         dist.barrier()
-        self.elapsed_s += time.perf_counter() - started
-        self.round_means.append((time.perf_counter() - started) / self.steps_per_round)
+        chunk_s = time.perf_counter() - started
+        self.elapsed_s += chunk_s
+        self.round_means.append(chunk_s / self.steps_per_round)
         self.tx_bytes += lo_tx_bytes() - tx_before
         dist.all_reduce(times, op=dist.ReduceOp.MAX)  # an iteration lasts as long as its slowest rank
         self.times += times.tolist()
@@ -502,7 +503,6 @@ def run_rate(rate: str, args: argparse.Namespace, argv: list[str]) -> dict[str, 
         records = json.loads(output.read_text(encoding="utf-8"))
     add_ratios(records)
     return {
-        "paired": paired_differences(records),
         "rate": rate,
         "rate_mbit": rate_mbit,
         "network": "netns loopback" if args.netns else "host loopback",
@@ -510,6 +510,7 @@ def run_rate(rate: str, args: argparse.Namespace, argv: list[str]) -> dict[str, 
         "wall_s": time.perf_counter() - started,
         "load_average_before_after": [load_before, load_average()],
         "records": records,
+        "paired": paired_differences(records),
     }
 
 
