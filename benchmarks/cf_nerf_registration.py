@@ -23,7 +23,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from _report import markdown_table, reserve_result_path
+from _report import markdown_table, reserve_result_path, source_revision
 
 from lightning_hpml.datamodules.nerf import NeRFBusterDataModule
 from lightning_hpml.metrics.camera_pose import camera_pose_errors, rotation_angle_deg
@@ -162,7 +162,14 @@ def main() -> None:
     output = reserve_result_path(RESULTS, "cf_nerf_registration")
     output.write_text(
         json.dumps(
-            {"args": vars(args), "torch": torch.__version__, "cpu_count": os.cpu_count(), "results": rows}, indent=1
+            {
+                "args": vars(args),
+                "source_revision": source_revision(),
+                "torch": torch.__version__,
+                "cpu_count": os.cpu_count(),
+                "results": rows,
+            },
+            indent=1,
         ),
         encoding="utf-8",
     )

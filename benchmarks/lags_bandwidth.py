@@ -75,7 +75,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from _netns import check_netns_available, lo_tx_bytes, throttled_namespace
-from _report import markdown_table, reserve_result_path
+from _report import markdown_table, reserve_result_path, source_revision
 from torch import Tensor, nn
 from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
@@ -755,6 +755,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         "benchmark": "lags_bandwidth",
         "created_utc": output.stem.removeprefix("lags_bandwidth-"),
         "command": ["lags_bandwidth.py", *argv],
+        "source_revision": source_revision(),
         "wall_s": time.perf_counter() - started,
         "settings": {k: v for k, v in settings.items() if not k.startswith("inner_")},
         "machine": machine,

@@ -649,7 +649,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         run_one(args)
         return None
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import markdown_table, reserved_result_path
+    from _report import markdown_table, reserved_result_path, source_revision
     from stereo_latency import machine_description
 
     with reserved_result_path(args.output_dir, "lags_convergence") as output:
@@ -677,6 +677,7 @@ def main(argv: list[str] | None = None) -> Path | None:
             "benchmark": "lags_convergence",
             "created_utc": stamp,
             "command": ["lags_convergence.py", *(sys.argv[1:] if argv is None else argv)],
+            "source_revision": source_revision(),
             "settings": {
                 "tasks": args.task_list,
                 "variants": {name: variant_settings(name) for name in args.variant_list},

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from _report import markdown_table, reserve_result_path
+from _report import markdown_table, reserve_result_path, source_revision
 
 from lightning_hpml.datamodules.panorama import Stanford2D3DDataModule
 from lightning_hpml.modules.panorama import SphereDepth, SphereDepthModule, evaluate_depth
@@ -96,7 +96,14 @@ def main() -> None:
     output = reserve_result_path(RESULTS, "spheredepth_tradeoff")
     output.write_text(
         json.dumps(
-            {"args": vars(args), "torch": torch.__version__, "cpu_count": os.cpu_count(), "results": rows}, indent=1
+            {
+                "args": vars(args),
+                "source_revision": source_revision(),
+                "torch": torch.__version__,
+                "cpu_count": os.cpu_count(),
+                "results": rows,
+            },
+            indent=1,
         ),
         encoding="utf-8",
     )

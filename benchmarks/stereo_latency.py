@@ -409,7 +409,10 @@ def main(argv: list[str] | None = None) -> Path | None:
             print(f"  skipped {name}: {record['skipped']}", file=sys.stderr, flush=True)
         records.append(record)
     print_table(records, machine, args)
-    from _report import reserve_result_path  # a sibling script's module; benchmarks/ is on sys.path when run
+    from _report import (
+        reserve_result_path,
+        source_revision,
+    )  # a sibling script's module; benchmarks/ is on sys.path when run
 
     output = args.output or reserve_result_path(RESULTS_DIR, f"stereo_latency-{device.type}")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -417,6 +420,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         "benchmark": "stereo_latency",
         "created_utc": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
         "command": [sys.executable, *sys.argv] if argv is None else ["stereo_latency.py", *argv],
+        "source_revision": source_revision(),
         "settings": {
             "models": args.models,
             "height": args.height,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -36,3 +37,14 @@ def test_a_run_that_fails_before_writing_leaves_no_empty_result(tmp_path):
     with report.reserved_result_path(results, "lags_convergence") as kept:
         kept.write_text("{}")
     assert kept.read_text() == "{}"
+
+
+def test_results_name_the_commit_they_came_from(tmp_path):
+    report = load_report()
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCHMARKS, capture_output=True, text=True, check=False)
+    revision = report.source_revision()
+    if git.returncode == 0:  # a checkout (CI runs a clone): the commit, marked when tracked files differ
+        assert revision is not None and revision.removesuffix("+dirty") == git.stdout.strip()
+    else:
+        assert revision is None
+    assert report.source_revision(tmp_path) is None  # not a git checkout
