@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -28,6 +30,12 @@ def source_revision(directory: Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}+dirty" if dirty else commit
+
+
+def write_results(output: Path, payload: dict[str, Any], markdown: str) -> None:
+    """``payload`` with its ``source_revision`` as JSON at ``output``, ``markdown`` next to it as ``.md``."""
+    output.write_text(json.dumps({**payload, "source_revision": source_revision()}, indent=1), encoding="utf-8")
+    output.with_suffix(".md").write_text(markdown, encoding="utf-8")
 
 
 def reserve_result_path(directory: Path, prefix: str) -> Path:

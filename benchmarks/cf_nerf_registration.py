@@ -15,7 +15,6 @@ errors, the learned focal and poses) and a markdown table to ``results/``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from _report import markdown_table, reserve_result_path, source_revision
+from _report import markdown_table, reserve_result_path, write_results
 
 from lightning_hpml.datamodules.nerf import NeRFBusterDataModule
 from lightning_hpml.metrics.camera_pose import camera_pose_errors, rotation_angle_deg
@@ -160,20 +159,9 @@ def main() -> None:
     )
     print(table)
     output = reserve_result_path(RESULTS, "cf_nerf_registration")
-    output.write_text(
-        json.dumps(
-            {
-                "args": vars(args),
-                "source_revision": source_revision(),
-                "torch": torch.__version__,
-                "cpu_count": os.cpu_count(),
-                "results": rows,
-            },
-            indent=1,
-        ),
-        encoding="utf-8",
+    write_results(
+        output, {"args": vars(args), "torch": torch.__version__, "cpu_count": os.cpu_count(), "results": rows}, table
     )
-    output.with_suffix(".md").write_text(table, encoding="utf-8")
 
 
 if __name__ == "__main__":

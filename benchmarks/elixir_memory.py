@@ -217,7 +217,7 @@ def main() -> None:
         results.append(best)
     plain = {r["model"]: r.get("step_s") for r in results if r["method"] == "plain"}
 
-    from _report import markdown_table, reserve_result_path, source_revision
+    from _report import markdown_table, reserve_result_path, write_results
 
     rows = []
     for r in results:
@@ -241,14 +241,7 @@ def main() -> None:
     )
     print(table)
     output = reserve_result_path(RESULTS, f"elixir_memory-{args.device}")
-    output.write_text(
-        json.dumps(
-            {"machine": machine(), "source_revision": source_revision(), "args": vars(args), "results": results},
-            indent=1,
-        ),
-        encoding="utf-8",
-    )
-    output.with_suffix(".md").write_text(table, encoding="utf-8")
+    write_results(output, {"machine": machine(), "args": vars(args), "results": results}, table)
     print(f"wrote {output} and .md")
 
 

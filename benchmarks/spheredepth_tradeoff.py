@@ -13,7 +13,6 @@ Synthetic rooms are far simpler than real scans: read the table as the *shape* o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from _report import markdown_table, reserve_result_path, source_revision
+from _report import markdown_table, reserve_result_path, write_results
 
 from lightning_hpml.datamodules.panorama import Stanford2D3DDataModule
 from lightning_hpml.modules.panorama import SphereDepth, SphereDepthModule, evaluate_depth
@@ -94,20 +93,9 @@ def main() -> None:
     )
     print(table)
     output = reserve_result_path(RESULTS, "spheredepth_tradeoff")
-    output.write_text(
-        json.dumps(
-            {
-                "args": vars(args),
-                "source_revision": source_revision(),
-                "torch": torch.__version__,
-                "cpu_count": os.cpu_count(),
-                "results": rows,
-            },
-            indent=1,
-        ),
-        encoding="utf-8",
+    write_results(
+        output, {"args": vars(args), "torch": torch.__version__, "cpu_count": os.cpu_count(), "results": rows}, table
     )
-    output.with_suffix(".md").write_text(table, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 from pathlib import Path
 
@@ -48,3 +49,12 @@ def test_results_name_the_commit_they_came_from(tmp_path):
     else:
         assert revision is None
     assert report.source_revision(tmp_path) is None  # not a git checkout
+
+
+def test_written_results_carry_the_revision_and_the_table(tmp_path):
+    report = load_report()
+    output = tmp_path / "bench-20261201T000000Z.json"
+    report.write_results(output, {"results": [1, 2]}, "| a |\n")
+    payload = json.loads(output.read_text())
+    assert payload["results"] == [1, 2] and payload["source_revision"] == report.source_revision()
+    assert output.with_suffix(".md").read_text() == "| a |\n"
