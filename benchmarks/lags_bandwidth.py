@@ -75,7 +75,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from _netns import check_netns_available, lo_tx_bytes, throttled_namespace
-from _report import markdown_table, reserve_result_path, source_revision
+from _report import markdown_table, reserve_result_path, write_results
 from torch import Tensor, nn
 from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
@@ -748,25 +748,23 @@ def main(argv: list[str] | None = None) -> Path | None:
     )
     print_table(header, rows, caption)
     paired = paired_lines(results)
-    print("\n".join(["LAGS minus baseline, paired by interleaved round:", *paired]) if paired else "", file=sys.stderr)
+    if paired:
+        print("\n".join(["LAGS minus baseline, paired by interleaved round:", *paired]), file=sys.stderr)
     output = reserve_result_path(args.output_dir, "lags_bandwidth")
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     payload = {
         "benchmark": "lags_bandwidth",
         "created_utc": output.stem.removeprefix("lags_bandwidth-"),
         "command": ["lags_bandwidth.py", *argv],
-        "source_revision": source_revision(),
         "wall_s": time.perf_counter() - started,
         "settings": {k: v for k, v in settings.items() if not k.startswith("inner_")},
         "machine": machine,
         "results": results,
     }
-    output.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     paired_md = "".join(f"- {line}\n" for line in paired)
-    output.with_suffix(".md").write_text(
-        f"{caption}\n\n{markdown_table(header, rows)}"
-        + (f"\nLAGS minus baseline, paired by round:\n\n{paired_md}" if paired else ""),
-        encoding="utf-8",
+    markdown = f"{caption}\n\n{markdown_table(header, rows)}"
+    write_results(
+        output, payload, markdown + (f"\nLAGS minus baseline, paired by round:\n\n{paired_md}" if paired else "")
     )
     print(f"wrote {output} and {output.with_suffix('.md').name}", file=sys.stderr)
     return output

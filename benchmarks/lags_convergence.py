@@ -649,7 +649,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         run_one(args)
         return None
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import markdown_table, reserved_result_path, source_revision
+    from _report import markdown_table, reserved_result_path, write_results
     from stereo_latency import machine_description
 
     with reserved_result_path(args.output_dir, "lags_convergence") as output:
@@ -677,7 +677,6 @@ def main(argv: list[str] | None = None) -> Path | None:
             "benchmark": "lags_convergence",
             "created_utc": stamp,
             "command": ["lags_convergence.py", *(sys.argv[1:] if argv is None else argv)],
-            "source_revision": source_revision(),
             "settings": {
                 "tasks": args.task_list,
                 "variants": {name: variant_settings(name) for name in args.variant_list},
@@ -695,9 +694,8 @@ def main(argv: list[str] | None = None) -> Path | None:
             "results": records,
             "mean_over_seeds": [dict(zip(means[0], row, strict=True)) for row in means[1]],
         }
-        output.write_text(json.dumps(payload, indent=1))
         command = " ".join(payload["command"])
-        output.with_suffix(".md").write_text(f"# lags_convergence {stamp}\n\n`{command}`\n\n{table}")
+        write_results(output, payload, f"# lags_convergence {stamp}\n\n`{command}`\n\n{table}")
         print(f"wrote {output} and {output.with_suffix('.md')}", file=sys.stderr)
     return output
 

@@ -409,10 +409,8 @@ def main(argv: list[str] | None = None) -> Path | None:
             print(f"  skipped {name}: {record['skipped']}", file=sys.stderr, flush=True)
         records.append(record)
     print_table(records, machine, args)
-    from _report import (
-        reserve_result_path,
-        source_revision,
-    )  # a sibling script's module; benchmarks/ is on sys.path when run
+    # A sibling script's module; benchmarks/ is on sys.path when run.
+    from _report import reserve_result_path, source_revision
 
     output = args.output or reserve_result_path(RESULTS_DIR, f"stereo_latency-{device.type}")
     output.parent.mkdir(parents=True, exist_ok=True)

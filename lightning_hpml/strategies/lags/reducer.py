@@ -101,8 +101,6 @@ class _Exchange:
     k: int | None  # None: dense (allreduce, or quantised when bits is set)
     gathered: Tensor | None = None
     bits: int | None = None  # quantised all_gather at this many bits per entry
-    #: Where a sparse exchange writes its average: ``group.flat``, or the lone member's own ``.grad``.
-    out: Tensor | None = None
     done_at: float | None = field(default=None)
 
 
@@ -290,7 +288,7 @@ class LayerwiseSparseReducer:
             message = pack_sparse(values, indices)
             gathered = message.new_empty(self.world_size * message.numel())
             work = all_gather_single(gathered, message, group=self.process_group, async_op=True)
-            exchange = _Exchange(group, work, now, k=k, gathered=gathered, out=gradient)
+            exchange = _Exchange(group, work, now, k=k, gathered=gathered)
         work = exchange.work
         work.get_future().add_done_callback(lambda _future, ex=exchange: setattr(ex, "done_at", time.perf_counter()))
         self._exchanges.append(exchange)
@@ -370,9 +368,7 @@ class LayerwiseSparseReducer:
 
     def _write_gradients(self, exchange: _Exchange) -> None:
         """Average into ``group.flat`` and make each ``.grad`` a view of it (as DDP's ``gradient_as_bucket_view``),
-        so no copy back is needed; a parameter whose dtype differs from the group buffer's gets a copy. A sparse
-        one-tensor group averages straight into the ``.grad`` it read (already folded into the residual), which
-        keeps a second gradient-sized buffer of the largest layers out of the cache."""
+        so no copy back is needed; a parameter whose dtype differs from the group buffer's gets a copy."""
         group = exchange.group
         alpha = 1.0 / self.world_size
         if exchange.bits is not None:
@@ -382,10 +378,9 @@ class LayerwiseSparseReducer:
         elif exchange.k is None:
             group.flat.div_(self.world_size)
         else:
-            out = exchange.out.zero_()
-            add_gathered_sparse(out, exchange.gathered, self.world_size, exchange.k, alpha, self.sparse_value_dtype)
-            if out.data_ptr() != group.flat.data_ptr():
-                return  # the lone member's .grad now holds the average: group.flat stays cold
+            add_gathered_sparse(
+                group.flat.zero_(), exchange.gathered, self.world_size, exchange.k, alpha, self.sparse_value_dtype
+            )
         for _, param, flat_slice in group.slices():
             if param.grad.dtype == flat_slice.dtype:
                 param.grad = flat_slice.view_as(param)
