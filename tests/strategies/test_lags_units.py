@@ -194,6 +194,17 @@ def test_planner_keeps_always_dense_groups_dense_and_prices_their_allreduce():
     assert free[:2] == [0.05, 0.05] and forced[0] == 1.0
     # the forced 0.32 s allreduce still holds the channel when the second group is ready: no window left for it
     assert forced[1] == 0.001
+    # sent as int8 instead (1 MB allgather, 81 ms), the channel is free at 0.081 s: 19 ms left before the third group
+    int8 = plan_densities(
+        sizes,
+        ready,
+        slow,
+        0.001,
+        density_max=0.05,
+        always_dense=[True, False, False],
+        always_dense_bytes=[10**6, None, None],
+    )
+    assert int8[0] == 1.0 and int8[1] == pytest.approx((0.1 - 0.081 - 1e-3) / (8e-8 * 8 * 1_000_000))
 
 
 def test_planner_carries_a_busy_channel_forward():

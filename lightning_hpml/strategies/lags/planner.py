@@ -49,12 +49,14 @@ def plan_densities(
     world_size: int | None = None,
     always_dense: Sequence[bool] | None = None,
     bytes_per_selected: int = WIRE_BYTES_PER_SELECTED,
+    always_dense_bytes: Sequence[int | None] | None = None,
 ) -> list[float]:
     """Density per group (1.0 = dense allreduce), from group sizes and when each group's gradients were final.
 
     ``ready_times`` are seconds from any common origin (the profiled mean per group); ``world_size`` enables the
-    byte rule (see the module docstring); groups marked in ``always_dense`` stay dense, and their allreduce occupies
-    the channel like any other; ``bytes_per_selected``: value + index bytes of one sent entry.
+    byte rule (see the module docstring); groups marked in ``always_dense`` stay dense, and their exchange occupies
+    the channel like any other: an fp32 allreduce, or, where ``always_dense_bytes`` gives a size, an allgather of a
+    message that large (the quantised small tensors); ``bytes_per_selected``: value + index bytes of one sent entry.
     """
     if len(numels) != len(ready_times):
         raise ValueError(f"got {len(numels)} group sizes but {len(ready_times)} ready times")
@@ -80,6 +82,8 @@ def plan_densities(
             density = 1.0
         densities[group] = density
         spent = dense_time if density == 1.0 else sparse_time
+        if forced and always_dense_bytes is not None and always_dense_bytes[group] is not None:
+            spent = cost.allgather_time(always_dense_bytes[group])
         channel_free_at = start + spent
     return densities
 

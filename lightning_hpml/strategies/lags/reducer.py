@@ -143,21 +143,21 @@ class LayerwiseSparseReducer:
         module: nn.Module,
         group: dist.ProcessGroup | None = None,
         *,
-        density: float = 0.01,
+        density: float = 0.05,
         adaptive: bool = True,
-        density_min: float = 0.001,
+        density_min: float = 0.05,
         density_max: float = 1.0,
-        density_warmup_steps: int = 0,
-        group_threshold: int = 8192,
-        dense_below: int = 0,
-        dense_group_threshold: int | None = None,
+        density_warmup_steps: int = 96,
+        group_threshold: int = 262144,
+        dense_below: int = 131072,
+        dense_group_threshold: int | None = 16384,
         warmup_steps: int = 1,
         profile_steps: int = 5,
         replan_every_n_steps: int | None = None,
         probe_bytes: tuple[int, ...] = DEFAULT_PROBE_BYTES,
         link_cost: LinkCost | None = None,
-        dense_below_bits: int = 32,
-        sparse_values: str = "float32",
+        dense_below_bits: int = 8,
+        sparse_values: str = "bfloat16",
     ) -> None:
         check_settings(
             density=density,
@@ -475,11 +475,18 @@ class LayerwiseSparseReducer:
             world_size=self.world_size,
             always_dense=[g.always_dense for g in self.groups],
             bytes_per_selected=self.bytes_per_selected,
+            always_dense_bytes=[self._quantized_message_bytes(g) for g in self.groups],
         )
         plan = torch.tensor(planned, dtype=torch.float64, device=self._device)
         dist.broadcast(plan, group_src=0, group=self.process_group)
         self.densities = plan.cpu().tolist()
         self.profiled_times = timings
+
+    def _quantized_message_bytes(self, group: GradientGroup) -> int | None:
+        """Bytes of ``group``'s quantised all_gather message per rank, or ``None`` if it is not sent quantised."""
+        if not group.always_dense or self.dense_below_bits == 32:
+            return None
+        return 4 * message_words(group.numel, len(group.params), self.dense_below_bits)
 
     def _check_order(self) -> None:
         """After the first step, regroup in the order gradients actually became final (rank 0's order)."""
