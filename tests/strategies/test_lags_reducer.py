@@ -24,6 +24,7 @@ def world_of_one():
 #: warm-up, no tensor kept dense, fp32 values. ``LayerwiseSparseReducer``'s defaults add the rest (last test).
 PLAIN_LAGS = {
     "density_min": 0.001,
+    "density_max": 1.0,
     "density_warmup_steps": 0,
     "group_threshold": 8192,
     "dense_below": 0,

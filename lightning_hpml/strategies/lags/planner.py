@@ -15,7 +15,7 @@ network as one serial channel, walked in the order the groups' gradients become 
   ``2 (P-1) / P 4 n``), the group goes dense. The byte rule keeps a noisy time fit from choosing a sparse exchange
   that saves nothing.
 
-``density_max`` (default 1: no cap) bounds the sparse densities: the alpha-beta model prices only the wire, while
+``density_max`` (1: no cap) bounds the sparse densities: the alpha-beta model prices only the wire, while
 selection, the scatter-add and the collective's own CPU work grow with ``k`` and compete with backward, most of all
 on CPU-only (Gloo) runs. A cap such as 0.05 saves that CPU at the cost of more compression error.
 

@@ -120,7 +120,7 @@ class LayerwiseSparseReducer:
         density: fraction of each group's entries sent; the fixed density, and the density while profiling.
         adaptive: plan a density per group from the measured link cost and profiled backward times.
         density_min: lower clamp of adaptive densities.
-        density_max: upper clamp of adaptive sparse densities (default 1: no cap; e.g. 0.05 trades accuracy for CPU).
+        density_max: upper clamp of adaptive sparse densities (1: no cap; the default 0.05 saves selection CPU).
         density_warmup_steps: steps over which each group's density decays exponentially from 1 to its fixed or
             planned value (DGC's dense warm-up; 0: none). Counted in optimizer steps from the start of training.
         group_threshold: merge consecutive parameters until a group holds at least this many elements.
@@ -146,7 +146,7 @@ class LayerwiseSparseReducer:
         density: float = 0.05,
         adaptive: bool = True,
         density_min: float = 0.05,
-        density_max: float = 1.0,
+        density_max: float = 0.05,
         density_warmup_steps: int = 96,
         group_threshold: int = 262144,
         dense_below: int = 131072,
