@@ -87,6 +87,8 @@ from torch import Tensor, nn
 from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState, powerSGD_hook
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_hpml.strategies.lags import PAPER_SETTINGS
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 STEREO_SGD_MOMENTUM = 0.9
 #: Loopback MTU inside a ``--netns-rate`` namespace (``lags_bandwidth.py``'s default).
@@ -94,19 +96,9 @@ NETNS_MTU = 9000
 WORLD_SIZE = 2
 THREADS_PER_PROCESS = 1
 
-#: ``LAGSStrategy``'s defaults before 2026-12-01 (the official density and grouping, no density cap, nothing dense, fp32),
-#: under which every variant below except ``lags`` was measured; spelled out so the variants mean what they meant.
-FIRST_DEFAULTS: dict[str, Any] = {
-    "density": 0.01,
-    "density_min": 0.001,
-    "density_max": 1.0,
-    "density_warmup_steps": 0,
-    "group_threshold": 8192,
-    "dense_below": 0,
-    "dense_group_threshold": None,
-    "dense_below_bits": 32,
-    "sparse_values": "float32",
-}
+#: ``LAGSStrategy``'s defaults before 2026-12-01, under which every variant below except ``lags`` was measured;
+#: spelled out so the variants mean what they meant.
+FIRST_DEFAULTS: dict[str, Any] = dict(PAPER_SETTINGS)
 #: Fixed density 0.05 after a 96-step dense warm-up: the base of the variants that change one more setting.
 D005_W96: dict[str, Any] = {**FIRST_DEFAULTS, "adaptive": False, "density": 0.05, "density_warmup_steps": 96}
 #: Groups of 262,144 elements, tensors below 131,072 elements in their own (always dense, maybe quantised) groups.

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lightning_hpml.strategies.lags import LAGSStrategy, LayerwiseSparseReducer
+from lightning_hpml.strategies.lags import PAPER_SETTINGS, LAGSStrategy, LayerwiseSparseReducer
 
 
 @pytest.fixture
@@ -20,22 +20,10 @@ def world_of_one():
     dist.destroy_process_group()
 
 
-#: The algorithm as the paper states it, which these tests check: the official grouping (8192 elements), no dense
-#: warm-up, no tensor kept dense, fp32 values. ``LayerwiseSparseReducer``'s defaults add the rest (last test).
-PLAIN_LAGS = {
-    "density_min": 0.001,
-    "density_max": 1.0,
-    "density_warmup_steps": 0,
-    "group_threshold": 8192,
-    "dense_below": 0,
-    "dense_group_threshold": None,
-    "dense_below_bits": 32,
-    "sparse_values": "float32",
-}
-
-
 def make_reducer(model: nn.Module, **settings) -> LayerwiseSparseReducer:
-    return LayerwiseSparseReducer(model, **{**PLAIN_LAGS, **settings})
+    """The algorithm as the paper states it (``PAPER_SETTINGS``), which these tests check, with ``settings`` on top;
+    the defaults add the rest (last tests)."""
+    return LayerwiseSparseReducer(model, **{**PAPER_SETTINGS, **settings})
 
 
 def make_model() -> nn.Module:

@@ -2,11 +2,12 @@
 
 from .cost_model import LinkCost, measure_link_cost
 from .planner import plan_densities
-from .reducer import ExchangeStats, LAGSCommunicationError, LayerwiseSparseReducer
+from .reducer import PAPER_SETTINGS, ExchangeStats, LAGSCommunicationError, LayerwiseSparseReducer
 from .strategy import LAGSStrategy
 from .topk import num_selected, select_topk_with_residual
 
 __all__ = [
+    "PAPER_SETTINGS",
     "ExchangeStats",
     "LAGSCommunicationError",
     "LAGSStrategy",

@@ -64,7 +64,22 @@ from .topk import (
     wire_bytes_per_selected,
 )
 
-__all__ = ["ExchangeStats", "LAGSCommunicationError", "LayerwiseSparseReducer", "check_settings"]
+__all__ = ["PAPER_SETTINGS", "ExchangeStats", "LAGSCommunicationError", "LayerwiseSparseReducer", "check_settings"]
+
+#: LAGS as the paper states it and the official code runs it (density 0.01 in [0.001, 1], the launcher's groups of
+#: 8192 elements, no dense warm-up, every tensor sparsified, fp32 values): ``LAGSStrategy(**PAPER_SETTINGS)``. These
+#: were the defaults before 2026-12-01; the defaults now are the configuration measured to keep dense accuracy.
+PAPER_SETTINGS: dict[str, object] = {
+    "density": 0.01,
+    "density_min": 0.001,
+    "density_max": 1.0,
+    "density_warmup_steps": 0,
+    "group_threshold": 8192,
+    "dense_below": 0,
+    "dense_group_threshold": None,
+    "dense_below_bits": 32,
+    "sparse_values": "float32",
+}
 
 
 class LAGSCommunicationError(RuntimeError):

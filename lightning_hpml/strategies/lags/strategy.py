@@ -62,8 +62,7 @@ class LAGSStrategy(DDPStrategy):
     mean EPE +2.6 % over four seeds; digits: +0.55 pp) while sending a fraction of the bytes (``benchmarks/README.md``):
     5 % of each large tensor after a 96-step dense warm-up (dense instead where the adaptive plan finds a dense
     allreduce hidden by backward), tensors below 131,072 elements as int8, bf16 values. The paper's plain algorithm
-    is ``density_warmup_steps=0, dense_below=0, dense_below_bits=32, sparse_values="float32", group_threshold=8192``
-    (with ``density_min=0.001, density_max=1`` for its adaptive rule's range).
+    is ``LAGSStrategy(**PAPER_SETTINGS)`` (:data:`~lightning_hpml.strategies.lags.PAPER_SETTINGS`).
 
     Args:
         density: fraction of each group's entries sent (fixed mode, and while profiling in adaptive mode).
