@@ -7,8 +7,8 @@ initial weights on the same data order for the same number of steps; only the gr
 - ``ddp``: Lightning's ``DDPStrategy`` (dense allreduce), the reference;
 - ``lags``: ``LAGSStrategy()`` with today's defaults (the configuration below that met both goals, with the adaptive
   plan choosing between density 0.05 and dense per group). The variants after it were measured under the first
-  defaults (density 0.01 in [0.001, 1], groups of 8192 elements, nothing dense, fp32 values), which they
-  spell out (``FIRST_DEFAULTS``) so that each still means what it meant;
+  defaults (``PAPER_SETTINGS``: density 0.01 in [0.001, 1], groups of 8192 elements, nothing dense, fp32 values),
+  which they start from, so that each still means what it meant;
 - ``lags_d0.01``, ``lags_d0.001``, ``lags_d0.05``: the first defaults with ``adaptive=False, density=...``, a fixed fraction
   of every group;
 - ``lags_d0.05_w96``: the same at 0.05 after a 96-step dense warm-up (``density_warmup_steps``, Deep Gradient
@@ -96,23 +96,22 @@ NETNS_MTU = 9000
 WORLD_SIZE = 2
 THREADS_PER_PROCESS = 1
 
-#: ``LAGSStrategy``'s defaults before 2026-12-01, under which every variant below except ``lags`` was measured;
-#: spelled out so the variants mean what they meant.
-FIRST_DEFAULTS: dict[str, Any] = dict(PAPER_SETTINGS)
+#: Every variant but ``lags`` was measured under the defaults before 2026-12-01, ``PAPER_SETTINGS``, and starts from
+#: them so that its name keeps its meaning.
 #: Fixed density 0.05 after a 96-step dense warm-up: the base of the variants that change one more setting.
-D005_W96: dict[str, Any] = {**FIRST_DEFAULTS, "adaptive": False, "density": 0.05, "density_warmup_steps": 96}
+D005_W96: dict[str, Any] = {**PAPER_SETTINGS, "adaptive": False, "density": 0.05, "density_warmup_steps": 96}
 #: Groups of 262,144 elements, tensors below 131,072 elements in their own (always dense, maybe quantised) groups.
 G256K_SMALL128K: dict[str, Any] = {"group_threshold": 262144, "dense_below": 131072}
 #: Variant name -> ``LAGSStrategy`` keyword arguments (``None``: Lightning's dense ``DDPStrategy``).
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "ddp": None,
     "lags": {},  # LAGSStrategy() as it is now
-    "lags_d0.01": {**FIRST_DEFAULTS, "adaptive": False, "density": 0.01},
-    "lags_d0.001": {**FIRST_DEFAULTS, "adaptive": False, "density": 0.001},
-    "lags_adaptive": FIRST_DEFAULTS,
-    "lags_d0.05": {**FIRST_DEFAULTS, "adaptive": False, "density": 0.05},
+    "lags_d0.01": {**PAPER_SETTINGS, "adaptive": False, "density": 0.01},
+    "lags_d0.001": {**PAPER_SETTINGS, "adaptive": False, "density": 0.001},
+    "lags_adaptive": PAPER_SETTINGS,
+    "lags_d0.05": {**PAPER_SETTINGS, "adaptive": False, "density": 0.05},
     "lags_d0.05_w96": D005_W96,
-    "lags_adaptive_dgc": {**FIRST_DEFAULTS, "density_max": 0.05, "density_warmup_steps": 96},
+    "lags_adaptive_dgc": {**PAPER_SETTINGS, "density_max": 0.05, "density_warmup_steps": 96},
     "lags_d0.05_w96_small64k": {**D005_W96, "dense_below": 65536},
     "lags_d0.05_w96_small128k": {**D005_W96, "dense_below": 131072},
     "lags_d0.05_w96_g256k": {**D005_W96, "group_threshold": 262144},

@@ -70,8 +70,14 @@ def plan_densities(
         start = max(ready_times[group], channel_free_at)
         next_ready = ready_times[order[position + 1]] if position + 1 < len(order) else start
         window = max(0.0, next_ready - start)
-        dense_time = cost.allreduce_time(VALUE_BYTES * numel)
         forced = always_dense is not None and always_dense[group]
+        quantized_bytes = always_dense_bytes[group] if forced and always_dense_bytes is not None else None
+        # the group's dense exchange: an fp32 allreduce, or the all_gather of its quantised message
+        dense_time = (
+            cost.allreduce_time(VALUE_BYTES * numel)
+            if quantized_bytes is None
+            else cost.allgather_time(quantized_bytes)
+        )
         fits = forced or dense_time <= window
         density = (
             1.0 if fits else _density_for_window(window, numel, cost, density_min, density_max, bytes_per_selected)
@@ -82,8 +88,6 @@ def plan_densities(
             density = 1.0
         densities[group] = density
         spent = dense_time if density == 1.0 else sparse_time
-        if forced and always_dense_bytes is not None and always_dense_bytes[group] is not None:
-            spent = cost.allgather_time(always_dense_bytes[group])
         channel_free_at = start + spent
     return densities
 

@@ -411,7 +411,7 @@ class LayerwiseSparseReducer:
             dense_bytes = 2 * (world - 1) / world * VALUE_BYTES * numel
             stats.dense_bytes += dense_bytes
             if exchange.bits is not None:  # every entry, quantised: (P-1) messages of an allgather
-                stats.bytes_sent += (world - 1) * 4 * message_words(numel, len(exchange.group.params), exchange.bits)
+                stats.bytes_sent += (world - 1) * self._quantized_message_bytes(exchange.group)
                 stats.dense_groups += 1
                 sent_elements += numel
             elif exchange.k is None:
